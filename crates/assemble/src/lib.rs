@@ -1,0 +1,282 @@
+//! Assembly: turning task outputs into a job's result. For now, stitching
+//! PXT1 tiles (written by the render and mandelbrot workloads) into one PNG;
+//! the tile format is defined in `workloads/tile`.
+//!
+//! Tiles come from guests, so they are input from outside: every header is
+//! checked against the image, and every pixel must be covered exactly once.
+
+use std::path::Path;
+
+pub const TILE_MAGIC: [u8; 4] = *b"PXT1";
+pub const TILE_HEADER_BYTES: usize = 32;
+/// Largest image assembled: 64 Mpx (192 MiB as RGB8).
+pub const IMAGE_PIXELS_MAX: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("tile: {0}")]
+    BadTile(String),
+    #[error("tile at ({x}, {y}) overlaps a tile already placed")]
+    Overlap { x: u32, y: u32 },
+    #[error("the tiles cover {covered} of {total} pixels")]
+    Incomplete { covered: u64, total: u64 },
+    #[error("tiles disagree on the image: {0}")]
+    Mismatch(String),
+    #[error("no tiles to assemble")]
+    Empty,
+    #[error("write {path}: {message}")]
+    Write { path: String, message: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelFormat {
+    Rgb8,
+    Luma16,
+}
+
+impl PixelFormat {
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(PixelFormat::Rgb8),
+            2 => Some(PixelFormat::Luma16),
+            _ => None,
+        }
+    }
+    pub fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Rgb8 => 3,
+            PixelFormat::Luma16 => 2,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileHeader {
+    pub format: PixelFormat,
+    pub image_width: u32,
+    pub image_height: u32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Parses and checks a tile; returns its header and pixel bytes.
+pub fn parse_tile(bytes: &[u8]) -> Result<(TileHeader, &[u8]), AssembleError> {
+    let bad = |m: &str| AssembleError::BadTile(m.to_owned());
+    if bytes.len() < TILE_HEADER_BYTES || bytes[..4] != TILE_MAGIC {
+        return Err(bad("not a PXT1 tile"));
+    }
+    let format = PixelFormat::from_code(bytes[4]).ok_or_else(|| bad("unknown pixel format"))?;
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            bytes[8 + 4 * i],
+            bytes[9 + 4 * i],
+            bytes[10 + 4 * i],
+            bytes[11 + 4 * i],
+        ])
+    };
+    let h = TileHeader {
+        format,
+        image_width: word(0),
+        image_height: word(1),
+        x: word(2),
+        y: word(3),
+        width: word(4),
+        height: word(5),
+    };
+    let pixels = h.image_width as u64 * h.image_height as u64;
+    if pixels == 0 || pixels > IMAGE_PIXELS_MAX {
+        return Err(bad(&format!(
+            "image {}x{} is empty or over {IMAGE_PIXELS_MAX} pixels",
+            h.image_width, h.image_height
+        )));
+    }
+    if h.width == 0
+        || h.height == 0
+        || h.x as u64 + h.width as u64 > h.image_width as u64
+        || h.y as u64 + h.height as u64 > h.image_height as u64
+    {
+        return Err(bad(&format!(
+            "tile {}x{} at ({}, {}) does not fit the image",
+            h.width, h.height, h.x, h.y
+        )));
+    }
+    let expected = h.width as usize * h.height as usize * format.bytes_per_pixel();
+    let data = &bytes[TILE_HEADER_BYTES..];
+    if data.len() != expected {
+        return Err(bad(&format!(
+            "{} pixel bytes, expected {expected}",
+            data.len()
+        )));
+    }
+    Ok((h, data))
+}
+
+/// An image being assembled from tiles.
+pub struct Canvas {
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+    covered: Vec<bool>,
+    covered_count: u64,
+}
+
+impl Canvas {
+    /// Starts a canvas shaped like the first tile's image, and places it.
+    pub fn from_first_tile(bytes: &[u8]) -> Result<Canvas, AssembleError> {
+        let (h, _) = parse_tile(bytes)?;
+        let pixels = h.image_width as usize * h.image_height as usize;
+        let mut canvas = Canvas {
+            format: h.format,
+            width: h.image_width,
+            height: h.image_height,
+            pixels: vec![0; pixels * h.format.bytes_per_pixel()],
+            covered: vec![false; pixels],
+            covered_count: 0,
+        };
+        canvas.place(bytes)?;
+        Ok(canvas)
+    }
+
+    pub fn place(&mut self, bytes: &[u8]) -> Result<(), AssembleError> {
+        let (h, data) = parse_tile(bytes)?;
+        if (h.format, h.image_width, h.image_height) != (self.format, self.width, self.height) {
+            return Err(AssembleError::Mismatch(format!(
+                "a {:?} {}x{} tile in a {:?} {}x{} image",
+                h.format, h.image_width, h.image_height, self.format, self.width, self.height
+            )));
+        }
+        let bpp = self.format.bytes_per_pixel();
+        for row in 0..h.height as usize {
+            let y = h.y as usize + row;
+            let start = y * self.width as usize + h.x as usize;
+            if self.covered[start..start + h.width as usize]
+                .iter()
+                .any(|&c| c)
+            {
+                return Err(AssembleError::Overlap { x: h.x, y: h.y });
+            }
+        }
+        for row in 0..h.height as usize {
+            let y = h.y as usize + row;
+            let start = y * self.width as usize + h.x as usize;
+            let src = &data[row * h.width as usize * bpp..(row + 1) * h.width as usize * bpp];
+            self.pixels[start * bpp..(start + h.width as usize) * bpp].copy_from_slice(src);
+            self.covered[start..start + h.width as usize].fill(true);
+        }
+        self.covered_count += h.width as u64 * h.height as u64;
+        Ok(())
+    }
+
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Sum of all samples: for Luma16 the benchmark checksum (sum of counts).
+    pub fn checksum(&self) -> u64 {
+        match self.format {
+            PixelFormat::Rgb8 => self.pixels.iter().map(|&b| b as u64).sum(),
+            PixelFormat::Luma16 => self
+                .pixels
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as u64)
+                .sum(),
+        }
+    }
+
+    /// Writes the finished image as PNG (RGB8, or 16-bit grey holding raw values).
+    pub fn write_png(&self, path: &Path) -> Result<(), AssembleError> {
+        let total = self.width as u64 * self.height as u64;
+        if self.covered_count != total {
+            return Err(AssembleError::Incomplete {
+                covered: self.covered_count,
+                total,
+            });
+        }
+        let write_err = |e: image::ImageError| AssembleError::Write {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        match self.format {
+            PixelFormat::Rgb8 => image::save_buffer_with_format(
+                path,
+                &self.pixels,
+                self.width,
+                self.height,
+                image::ExtendedColorType::Rgb8,
+                image::ImageFormat::Png,
+            )
+            .map_err(write_err),
+            PixelFormat::Luma16 => {
+                let samples: Vec<u16> = self
+                    .pixels
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let img = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(
+                    self.width,
+                    self.height,
+                    samples,
+                )
+                .ok_or_else(|| AssembleError::Mismatch("buffer size".into()))?;
+                img.save_with_format(path, image::ImageFormat::Png)
+                    .map_err(write_err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tile(x: u32, y: u32, w: u32, h: u32, value: u8) -> Vec<u8> {
+        let mut t = TILE_MAGIC.to_vec();
+        t.extend_from_slice(&[1, 0, 0, 0]);
+        for v in [4u32, 2, x, y, w, h] {
+            t.extend_from_slice(&v.to_le_bytes());
+        }
+        t.extend(std::iter::repeat_n(value, (w * h * 3) as usize));
+        t
+    }
+
+    #[test]
+    fn tiles_assemble_into_the_whole_image() {
+        let mut c = Canvas::from_first_tile(&tile(0, 0, 2, 2, 10)).expect("first");
+        c.place(&tile(2, 0, 2, 2, 20)).expect("second");
+        assert_eq!(c.checksum(), 4 * 3 * 10 + 4 * 3 * 20);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.png");
+        c.write_png(&path).expect("png");
+        let img = image::open(&path).expect("decode").to_rgb8();
+        assert_eq!(img.dimensions(), (4, 2));
+        assert_eq!(img.get_pixel(3, 1).0, [20, 20, 20]);
+    }
+
+    #[test]
+    fn overlaps_gaps_and_lies_are_refused() {
+        let mut c = Canvas::from_first_tile(&tile(0, 0, 2, 2, 1)).expect("first");
+        assert!(matches!(
+            c.place(&tile(1, 0, 2, 2, 1)),
+            Err(AssembleError::Overlap { .. })
+        ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            c.write_png(&dir.path().join("x.png")),
+            Err(AssembleError::Incomplete { .. })
+        ));
+        assert!(
+            parse_tile(&tile(3, 0, 2, 2, 1)).is_err(),
+            "tile sticks out of the image"
+        );
+        let mut short = tile(0, 0, 2, 2, 1);
+        short.pop();
+        assert!(parse_tile(&short).is_err());
+        assert!(parse_tile(b"nonsense").is_err());
+    }
+}

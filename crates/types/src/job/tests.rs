@@ -1,0 +1,118 @@
+use super::*;
+
+const RENDER: &str = r#"
+name = "render"
+module = "builtin:render"
+args = ["--x", "{x}", "--y", "{y}", "--n", "{task}", "{{literal}}"]
+seed = 7
+env = { FRAME = "f{x}" }
+
+[inputs]
+"scene.gltf" = "scenes/demo.gltf"
+
+[tasks]
+x = { start = 0, end = 300, step = 100 }
+y = [10, "twenty"]
+
+[limits]
+fuel = 1000
+memory_mib = 64
+timeout_secs = 5
+output_mib = 2
+
+[assemble]
+kind = "tiles-png"
+output = "out.png"
+"#;
+
+fn parse_err(text: &str) -> String {
+    Job::parse("job.toml", text)
+        .expect_err("should be rejected")
+        .to_string()
+}
+
+#[test]
+fn expands_the_cartesian_product_last_key_fastest() {
+    let job = Job::parse("job.toml", RENDER).expect("valid");
+    assert_eq!(job.task_count(), 6);
+    let t = job.task(3);
+    assert_eq!(
+        t.args,
+        ["--x", "100", "--y", "twenty", "--n", "3", "{literal}"]
+    );
+    assert_eq!(t.env, [("FRAME".to_owned(), "f100".to_owned())]);
+    assert_eq!(job.task(0).args[1], "0");
+    assert_eq!(job.task(5).args[1..4], ["200", "--y", "twenty"]);
+    assert_eq!(job.limits.fuel, Some(1000));
+    assert_eq!(job.limits.memory_bytes_max, 64 << 20);
+    assert_eq!(job.limits.deadline_ms, 5000);
+    assert_eq!(job.assemble.kind, AssembleKind::TilesPng);
+    assert_eq!(job.assemble.file, "tile");
+    assert_eq!(job.module, ModuleSource::Builtin("render".into()));
+}
+
+#[test]
+fn task_seeds_differ_between_tasks_and_repeat_between_runs() {
+    let job = Job::parse("job.toml", RENDER).expect("valid");
+    assert_ne!(job.task(0).seed, job.task(1).seed);
+    assert_eq!(
+        job.task(4).seed,
+        Job::parse("job.toml", RENDER).expect("valid").task(4).seed
+    );
+}
+
+#[test]
+fn a_job_without_tasks_has_one_task() {
+    let job = Job::parse("j.toml", "name = \"one\"\nmodule = \"a.wasm\"\n").expect("valid");
+    assert_eq!(job.task_count(), 1);
+    assert_eq!(job.module, ModuleSource::Path("a.wasm".into()));
+}
+
+#[test]
+fn errors_name_the_file_line_and_field() {
+    let e = parse_err("name = \"x\"\nmodule = \"m.wasm\"\nbogus = 3\n");
+    assert!(e.starts_with("job.toml:3:"), "{e}");
+    assert!(e.contains("bogus"), "{e}");
+
+    let e = parse_err("name = \"x\"\n");
+    assert!(e.contains("module"), "{e}");
+
+    let e = parse_err(
+        "name = \"x\"\nmodule = \"m.wasm\"\n[tasks]\nx = { start = 0, end = 10, step = 0 }\n",
+    );
+    assert!(e.starts_with("job.toml:4:"), "{e}");
+    assert!(e.contains("tasks.x") && e.contains("step"), "{e}");
+
+    let e = parse_err("name = \"x\"\nmodule = \"m.wasm\"\nargs = [\"{nope}\"]\n");
+    assert!(e.starts_with("job.toml:3:") && e.contains("{nope}"), "{e}");
+
+    let e = parse_err("name = \"x\"\nmodule = \"m.wasm\"\n[limits]\nmemory_mib = \"lots\"\n");
+    assert!(e.starts_with("job.toml:4:"), "{e}");
+
+    let e = parse_err("name = \"x\"\nmodule = \"m.wasm\"\n[inputs]\n\"../etc\" = \"a\"\n");
+    assert!(e.contains("plain file name"), "{e}");
+
+    let e = parse_err("name = = \"x\"");
+    assert!(e.starts_with("job.toml:1:"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+}
+
+#[test]
+fn a_trillion_tasks_is_refused_without_expanding_them() {
+    let e = parse_err(
+        "name = \"big\"\nmodule = \"m.wasm\"\n[tasks]\na = { start = 0, end = 1000000 }\nb = { start = 0, end = 1000000 }\n",
+    );
+    assert!(e.contains("maximum of 1000000 tasks"), "{e}");
+    let e = parse_err(
+        "name = \"big\"\nmodule = \"m.wasm\"\n[tasks]\na = { start = 0, end = 1000000000000 }\n",
+    );
+    assert!(e.contains("maximum"), "{e}");
+}
+
+#[test]
+fn templating_escapes_and_rejects_unclosed_placeholders() {
+    let lookup = |k: &str| (k == "a").then(|| "1".to_owned());
+    assert_eq!(template("x{a}y{{z}}", &lookup), Ok("x1y{z}".into()));
+    assert!(template("x{a", &lookup).is_err());
+    assert_eq!(template("{b}", &lookup), Err("b".into()));
+}

@@ -1,0 +1,10 @@
+//! The vocabulary of Plexus: ids, units, limits, and the job file. No I/O,
+//! no async: every other crate depends on this one, and it on nothing of ours.
+
+pub mod ids;
+pub mod job;
+pub mod limits;
+
+pub use ids::{BlobHash, Fuel};
+pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue};
+pub use limits::TaskLimits;

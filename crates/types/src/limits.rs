@@ -1,0 +1,60 @@
+//! Every bound in one place. Exceeding one is an error that names it.
+
+use serde::{Deserialize, Serialize};
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+
+/// Largest module the sandbox accepts (DESIGN.md).
+pub const MODULE_BYTES_MAX: u64 = 256 * MIB;
+/// Largest job file read; a job file is a description, not data.
+pub const JOB_FILE_BYTES_MAX: u64 = MIB;
+/// Tasks one job may expand to. Tasks are expanded lazily, one index at a
+/// time, so this bounds work and bookkeeping, not an allocation.
+pub const TASKS_PER_JOB_MAX: u64 = 1_000_000;
+pub const INPUTS_PER_JOB_MAX: usize = 256;
+pub const ARGS_PER_TASK_MAX: usize = 1024;
+pub const ARG_BYTES_MAX: usize = 64 * KIB as usize;
+pub const ENV_VARS_MAX: usize = 256;
+/// Longest explicit list of sweep values in a job file.
+pub const SWEEP_VALUES_MAX: usize = 100_000;
+pub const NAME_BYTES_MAX: usize = 255;
+
+/// The guest's stderr is kept as a tail of at most this many bytes.
+pub const STDERR_TAIL_BYTES_MAX: u64 = 64 * KIB;
+/// Files a task may leave in its output directory.
+pub const OUTPUT_FILES_MAX: usize = 1024;
+pub const TASK_MEMORY_BYTES_MAX: u64 = 16 * GIB;
+
+pub const TASK_FUEL_DEFAULT: u64 = 1_000_000_000_000;
+pub const TASK_MEMORY_BYTES_DEFAULT: u64 = 512 * MIB;
+pub const TASK_DEADLINE_MS_DEFAULT: u64 = 300_000;
+pub const TASK_OUTPUT_BYTES_DEFAULT: u64 = 64 * MIB;
+
+const _: () = assert!(TASK_MEMORY_BYTES_DEFAULT <= TASK_MEMORY_BYTES_MAX);
+const _: () = assert!(STDERR_TAIL_BYTES_MAX <= TASK_OUTPUT_BYTES_DEFAULT);
+
+/// The limits one task runs under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// None: no metering (benchmarks only; results carry no fuel figure).
+    pub fuel: Option<u64>,
+    pub memory_bytes_max: u64,
+    pub deadline_ms: u64,
+    /// All output files together, the captured stdout included.
+    pub output_bytes_max: u64,
+    pub stderr_tail_bytes_max: u64,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        TaskLimits {
+            fuel: Some(TASK_FUEL_DEFAULT),
+            memory_bytes_max: TASK_MEMORY_BYTES_DEFAULT,
+            deadline_ms: TASK_DEADLINE_MS_DEFAULT,
+            output_bytes_max: TASK_OUTPUT_BYTES_DEFAULT,
+            stderr_tail_bytes_max: STDERR_TAIL_BYTES_MAX,
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Does nothing: measures the cost of a task itself (dispatch, sandbox, result).
+fn main() {}

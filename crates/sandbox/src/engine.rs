@@ -72,6 +72,10 @@ impl Sandbox {
             .wasm_exceptions(true)
             .max_wasm_stack(WASM_STACK_BYTES_MAX)
             .parallel_compilation(config.parallel_compilation);
+        if std::env::var_os("PLEXUS_PERFMAP").is_some() {
+            // For `perf record`: wasmtime writes /tmp/perf-PID.map.
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let codegen_level = fix_codegen_level(&mut wasm)?;
         let engine =
             wasmtime::Engine::new(&wasm).map_err(|e| SandboxError::Engine(e.to_string()))?;

@@ -13,6 +13,7 @@
 //!   stderr BYTES        write BYTES bytes to stderr (lines numbered)
 //!   clock-random        print the clocks and 16 random bytes
 //!   nan                 print the bits of an arithmetic NaN result
+//!   sleep SECS          sleep, then print the elapsed time the guest saw
 //!   exit CODE           exit with CODE
 
 use std::io::Write;
@@ -122,6 +123,11 @@ fn main() -> ExitCode {
             let payload = std::hint::black_box(f32::from_bits(0x7fc0_0001));
             let sum = std::hint::black_box(payload + 1.0);
             println!("nan bits {:08x}", sum.to_bits());
+        }
+        "sleep" => {
+            let start = std::time::Instant::now();
+            std::thread::sleep(std::time::Duration::from_secs(number()));
+            println!("slept {}", start.elapsed().as_secs());
         }
         "exit" => return ExitCode::from(number() as u8),
         _ => {

@@ -1,7 +1,7 @@
 //! A bounding volume hierarchy over the scene's primitives: median split on
 //! the longest axis of the centroids, small leaves, a flat node array.
 
-use crate::math::Vec3;
+use crate::math::{Vec3, fmax, fmin};
 use crate::scene::{Primitive, Shape};
 
 const LEAF_PRIMITIVES_MAX: usize = 4;
@@ -229,9 +229,9 @@ fn build_node(
 fn slab(node: &Node, origin: Vec3, inv: Vec3, t_max: f32) -> bool {
     let t0 = (node.min - origin).mul_elem(inv);
     let t1 = (node.max - origin).mul_elem(inv);
-    let near = t0.min(t1).max_component().max(0.0);
+    let near = fmax(t0.min(t1).max_component(), 0.0);
     let far = t0.max(t1);
-    let far = far.x.min(far.y).min(far.z).min(t_max);
+    let far = fmin(far.min_component(), t_max);
     near <= far
 }
 

@@ -2,6 +2,20 @@
 
 use std::ops::{Add, AddAssign, Div, Index, Mul, Neg, Sub};
 
+/// Minimum by comparison. `f32::min` has NaN-ignoring semantics that wasm's
+/// `f32.min` lacks, so on wasm32 it becomes a call to libm's `fminf` — which
+/// measured at half the render time. A comparison compiles to a select.
+#[inline(always)]
+pub fn fmin(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
+}
+
+/// Maximum by comparison; see [`fmin`].
+#[inline(always)]
+pub fn fmax(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Vec3 {
     pub x: f32,
@@ -43,13 +57,16 @@ impl Vec3 {
         Vec3::new(self.x * o.x, self.y * o.y, self.z * o.z)
     }
     pub fn min(self, o: Vec3) -> Vec3 {
-        Vec3::new(self.x.min(o.x), self.y.min(o.y), self.z.min(o.z))
+        Vec3::new(fmin(self.x, o.x), fmin(self.y, o.y), fmin(self.z, o.z))
     }
     pub fn max(self, o: Vec3) -> Vec3 {
-        Vec3::new(self.x.max(o.x), self.y.max(o.y), self.z.max(o.z))
+        Vec3::new(fmax(self.x, o.x), fmax(self.y, o.y), fmax(self.z, o.z))
     }
     pub fn max_component(self) -> f32 {
-        self.x.max(self.y).max(self.z)
+        fmax(fmax(self.x, self.y), self.z)
+    }
+    pub fn min_component(self) -> f32 {
+        fmin(fmin(self.x, self.y), self.z)
     }
     pub fn recip(self) -> Vec3 {
         Vec3::new(1.0 / self.x, 1.0 / self.y, 1.0 / self.z)

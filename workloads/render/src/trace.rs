@@ -3,7 +3,7 @@
 //! bounces, ACES tone mapping and sRGB output.
 
 use crate::bvh::RAY_EPSILON;
-use crate::math::{Rng, Vec3};
+use crate::math::{Rng, Vec3, fmax, fmin};
 use crate::scene::{Material, Scene, Shape};
 use std::f32::consts::PI;
 
@@ -98,7 +98,7 @@ fn radiance(scene: &Scene, mut origin: Vec3, mut dir: Vec3, rng: &mut Rng, max_d
             }
             Material::Glass { ior, tint } => {
                 let eta = if front { 1.0 / ior } else { ior };
-                let cos_i = (-dir).dot(normal).min(1.0);
+                let cos_i = fmin((-dir).dot(normal), 1.0);
                 let sin2_t = eta * eta * (1.0 - cos_i * cos_i);
                 let r0 = ((1.0 - eta) / (1.0 + eta)).powi(2);
                 let fresnel = r0 + (1.0 - r0) * (1.0 - cos_i).powi(5);
@@ -115,7 +115,7 @@ fn radiance(scene: &Scene, mut origin: Vec3, mut dir: Vec3, rng: &mut Rng, max_d
             }
         }
         if depth >= ROULETTE_FROM_DEPTH {
-            let survive = throughput.max_component().min(0.95);
+            let survive = fmin(throughput.max_component(), 0.95);
             if rng.next_f32() >= survive {
                 break;
             }
@@ -181,7 +181,7 @@ fn reflect(d: Vec3, n: Vec3) -> Vec3 {
 
 fn random_unit_vector(rng: &mut Rng) -> Vec3 {
     let z = 1.0 - 2.0 * rng.next_f32();
-    let r = (1.0 - z * z).max(0.0).sqrt();
+    let r = fmax(1.0 - z * z, 0.0).sqrt();
     let phi = 2.0 * PI * rng.next_f32();
     Vec3::new(r * phi.cos(), r * phi.sin(), z)
 }
@@ -195,7 +195,7 @@ fn cosine_hemisphere(n: Vec3, rng: &mut Rng) -> Vec3 {
 fn to_srgb8(c: Vec3) -> [u8; 3] {
     let map = |x: f32| {
         // ACES filmic (Narkowicz's fit), then the sRGB transfer curve.
-        let x = x.max(0.0);
+        let x = fmax(x, 0.0);
         let t = ((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)).clamp(0.0, 1.0);
         let s = if t <= 0.003_130_8 {
             12.92 * t

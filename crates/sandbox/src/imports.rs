@@ -197,7 +197,7 @@ impl Imports {
             "path_filestat_get",
             "fd_readdir",
         ]
-        .map(|n| get(n));
+        .map(&mut get);
         TrampolineParts {
             module: self.trampoline.clone(),
             funcs,

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 struct Env {
@@ -14,7 +17,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     fn plexus(&self, args: &[&str]) -> Output {
@@ -41,7 +46,11 @@ impl Env {
         let mut args = vec!["run", job, "--out", out, "--json", "--quiet"];
         args.extend_from_slice(extra);
         let output = self.plexus(&args);
-        assert!(output.status.success(), "plexus run failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "plexus run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_slice(&output.stdout).expect("--json prints JSON")
     }
 }
@@ -74,7 +83,10 @@ output = "small.png"
 fn image_stats(path: &str) -> (u32, u32, f64, f64) {
     let img = image::open(path).expect("the PNG decodes").to_rgb8();
     let (w, h) = img.dimensions();
-    let luma: Vec<f64> = img.pixels().map(|p| 0.2126 * p[0] as f64 + 0.7152 * p[1] as f64 + 0.0722 * p[2] as f64).collect();
+    let luma: Vec<f64> = img
+        .pixels()
+        .map(|p| 0.2126 * p[0] as f64 + 0.7152 * p[1] as f64 + 0.0722 * p[2] as f64)
+        .collect();
     let mean = luma.iter().sum::<f64>() / luma.len() as f64;
     let std_dev = (luma.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / luma.len() as f64).sqrt();
     let mut diff = 0.0;
@@ -100,9 +112,15 @@ fn the_demo_render_is_a_recognisable_picture() {
     // difference 14.0 (path-tracing grain included). A flat image has no
     // spread; uniform noise has a neighbour difference above its spread
     // (85 against 74); a picture has a wide spread and small local steps.
-    assert!((35.0..70.0).contains(&std_dev), "luminance spread {std_dev}");
+    assert!(
+        (35.0..70.0).contains(&std_dev),
+        "luminance spread {std_dev}"
+    );
     assert!((7.0..21.0).contains(&edge), "neighbour difference {edge}");
-    assert!(edge / std_dev < 0.4, "smooth regions, not noise: {edge} / {std_dev}");
+    assert!(
+        edge / std_dev < 0.4,
+        "smooth regions, not noise: {edge} / {std_dev}"
+    );
 }
 
 #[test]
@@ -132,7 +150,9 @@ fn the_benchmark_mandelbrot_has_the_reference_checksum() {
     let env = Env::new();
     let summary = env.run_job("examples/mandelbrot.toml", &env.path("m"), &[]);
     assert_eq!(summary["checksum"], 181_208_237u64);
-    let img = image::open(env.path("m/mandelbrot.png")).expect("png").to_luma16();
+    let img = image::open(env.path("m/mandelbrot.png"))
+        .expect("png")
+        .to_luma16();
     assert_eq!(img.dimensions(), (1024, 1024));
 }
 
@@ -150,31 +170,67 @@ fn assert_one_line_error(output: &Output, expect: &[&str]) {
 fn bad_input_gets_a_one_line_error() {
     let env = Env::new();
     let out = env.path("out");
-    let malformed = env.write("malformed.toml", "name = \"x\"\nmodule = \"builtin:noop\"\n[tasks\n");
-    assert_one_line_error(&env.plexus(&["run", &malformed, "--out", &out]), &["malformed.toml:3:"]);
+    let malformed = env.write(
+        "malformed.toml",
+        "name = \"x\"\nmodule = \"builtin:noop\"\n[tasks\n",
+    );
+    assert_one_line_error(
+        &env.plexus(&["run", &malformed, "--out", &out]),
+        &["malformed.toml:3:"],
+    );
 
-    let unknown = env.write("unknown.toml", "name = \"x\"\nmodule = \"builtin:noop\"\ncolour = \"red\"\n");
-    assert_one_line_error(&env.plexus(&["run", &unknown, "--out", &out]), &["unknown.toml:3:", "colour"]);
+    let unknown = env.write(
+        "unknown.toml",
+        "name = \"x\"\nmodule = \"builtin:noop\"\ncolour = \"red\"\n",
+    );
+    assert_one_line_error(
+        &env.plexus(&["run", &unknown, "--out", &out]),
+        &["unknown.toml:3:", "colour"],
+    );
 
     let missing = env.write("missing.toml", "name = \"x\"\nmodule = \"nowhere.wasm\"\n");
-    assert_one_line_error(&env.plexus(&["run", &missing, "--out", &out]), &["nowhere.wasm", "No such file"]);
+    assert_one_line_error(
+        &env.plexus(&["run", &missing, "--out", &out]),
+        &["nowhere.wasm", "No such file"],
+    );
 
     let builtin = env.write("builtin.toml", "name = \"x\"\nmodule = \"builtin:nope\"\n");
-    assert_one_line_error(&env.plexus(&["run", &builtin, "--out", &out]), &["no built-in workload \"nope\""]);
+    assert_one_line_error(
+        &env.plexus(&["run", &builtin, "--out", &out]),
+        &["no built-in workload \"nope\""],
+    );
 
     let huge = env.write(
         "huge.toml",
         "name = \"x\"\nmodule = \"builtin:noop\"\n[tasks]\na = { start = 0, end = 1000000 }\nb = { start = 0, end = 1000000 }\n",
     );
-    assert_one_line_error(&env.plexus(&["run", &huge, "--out", &out]), &["huge.toml:5:", "maximum of 1000000 tasks"]);
+    assert_one_line_error(
+        &env.plexus(&["run", &huge, "--out", &out]),
+        &["huge.toml:5:", "maximum of 1000000 tasks"],
+    );
 
-    let no_input = env.write("noinput.toml", "name = \"x\"\nmodule = \"builtin:noop\"\n[inputs]\n\"a.txt\" = \"absent.txt\"\n");
-    assert_one_line_error(&env.plexus(&["run", &no_input, "--out", &out]), &["input \"a.txt\""]);
+    let no_input = env.write(
+        "noinput.toml",
+        "name = \"x\"\nmodule = \"builtin:noop\"\n[inputs]\n\"a.txt\" = \"absent.txt\"\n",
+    );
+    assert_one_line_error(
+        &env.plexus(&["run", &no_input, "--out", &out]),
+        &["input \"a.txt\""],
+    );
 
-    assert_one_line_error(&env.plexus(&["run", &env.path("absent.toml"), "--out", &out]), &["absent.toml"]);
-    assert_one_line_error(&env.plexus(&["exec", &env.path("absent.wasm")]), &["absent.wasm"]);
+    assert_one_line_error(
+        &env.plexus(&["run", &env.path("absent.toml"), "--out", &out]),
+        &["absent.toml"],
+    );
+    assert_one_line_error(
+        &env.plexus(&["exec", &env.path("absent.wasm")]),
+        &["absent.wasm"],
+    );
     let not_wasm = env.write("bad.wasm", "\0asm garbage");
-    assert_one_line_error(&env.plexus(&["exec", &not_wasm]), &["invalid module", "failed to parse"]);
+    assert_one_line_error(
+        &env.plexus(&["exec", &not_wasm]),
+        &["invalid module", "failed to parse"],
+    );
 }
 
 #[test]
@@ -194,22 +250,55 @@ fn a_failing_task_fails_the_job_with_its_reason() {
 fn exec_reports_outcome_fuel_outputs_and_stderr_as_json() {
     let env = Env::new();
     let out = env.path("tile");
-    let output = env.plexus(&["exec", "builtin:mandelbrot", "--json", "--out", &out, "--", "--per-side", "8", "--tile", "27"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = env.plexus(&[
+        "exec",
+        "builtin:mandelbrot",
+        "--json",
+        "--out",
+        &out,
+        "--",
+        "--per-side",
+        "8",
+        "--tile",
+        "27",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let v: Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(v["report"]["outcome"]["kind"], "exited");
     assert_eq!(v["report"]["outcome"]["code"], 0);
     assert!(v["report"]["fuel_used"].as_u64().expect("fuel") > 1_000_000);
-    let names: Vec<&str> = v["report"]["outputs"].as_array().expect("outputs").iter().filter_map(|o| o["name"].as_str()).collect();
+    let names: Vec<&str> = v["report"]["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
     assert_eq!(names, ["stdout", "tile"]);
     assert!(Path::new(&out).join("tile").is_file());
 
-    let output = env.plexus(&["exec", "builtin:probe", "--fuel", "1000000", "--json", "--", "spin"]);
+    let output = env.plexus(&[
+        "exec",
+        "builtin:probe",
+        "--fuel",
+        "1000000",
+        "--json",
+        "--",
+        "spin",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(v["report"]["outcome"]["trap"]["trap"], "out_of_fuel");
 
     let output = env.plexus(&["exec", "builtin:probe", "--json", "--", "stderr", "100"]);
     let v: Value = serde_json::from_slice(&output.stdout).expect("json");
-    assert!(v["report"]["stderr_tail"].as_str().expect("tail").contains("line 1\n"));
+    assert!(
+        v["report"]["stderr_tail"]
+            .as_str()
+            .expect("tail")
+            .contains("line 1\n")
+    );
 }

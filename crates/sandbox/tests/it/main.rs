@@ -1,7 +1,10 @@
 //! The sandbox's walls and guarantees, each proved against the real engine
 //! and the `probe` guest (workloads/probe) or a small WAT module.
 
-use sandbox::{InputDir, LoadedModule, Metering, Outcome, Sandbox, SandboxConfig, SandboxError, TaskReport, TaskRun, Trap};
+use sandbox::{
+    InputDir, LoadedModule, Metering, Outcome, Sandbox, SandboxConfig, SandboxError, TaskReport,
+    TaskRun, Trap,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use types::TaskLimits;
@@ -13,7 +16,11 @@ struct Harness {
 }
 
 fn harness(config: SandboxConfig) -> Harness {
-    Harness { sandbox: Sandbox::new(config).expect("engine"), dir: tempfile::tempdir().expect("tempdir"), runs: Default::default() }
+    Harness {
+        sandbox: Sandbox::new(config).expect("engine"),
+        dir: tempfile::tempdir().expect("tempdir"),
+        runs: Default::default(),
+    }
 }
 
 fn metered() -> Harness {
@@ -21,11 +28,19 @@ fn metered() -> Harness {
 }
 
 fn probe(h: &Harness) -> LoadedModule {
-    h.sandbox.load(guests::builtin("probe").expect("probe is built in")).expect("probe loads")
+    h.sandbox
+        .load(guests::builtin("probe").expect("probe is built in"))
+        .expect("probe loads")
 }
 
 fn limits() -> TaskLimits {
-    TaskLimits { fuel: Some(10_000_000_000), memory_bytes_max: 64 << 20, deadline_ms: 20_000, output_bytes_max: 1 << 20, stderr_tail_bytes_max: 64 << 10 }
+    TaskLimits {
+        fuel: Some(10_000_000_000),
+        memory_bytes_max: 64 << 20,
+        deadline_ms: 20_000,
+        output_bytes_max: 1 << 20,
+        stderr_tail_bytes_max: 64 << 10,
+    }
 }
 
 impl Harness {
@@ -35,7 +50,14 @@ impl Harness {
         self.dir.path().join(format!("out{n}"))
     }
 
-    fn run_with(&self, module: &LoadedModule, args: &[&str], limits: TaskLimits, inputs: Option<&InputDir>, seed: u64) -> (TaskReport, PathBuf) {
+    fn run_with(
+        &self,
+        module: &LoadedModule,
+        args: &[&str],
+        limits: TaskLimits,
+        inputs: Option<&InputDir>,
+        seed: u64,
+    ) -> (TaskReport, PathBuf) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let out = self.out_dir();
         let env = vec![("GIVEN".to_owned(), "yes".to_owned())];
@@ -68,7 +90,11 @@ impl Harness {
 
     fn assert_healthy(&self) {
         let (report, stdout) = self.probe(&["env"]);
-        assert!(report.outcome.is_success(), "the next task is unaffected: {:?}", report.outcome);
+        assert!(
+            report.outcome.is_success(),
+            "the next task is unaffected: {:?}",
+            report.outcome
+        );
         assert!(stdout.contains("env GIVEN=yes"), "{stdout}");
     }
 }
@@ -84,20 +110,53 @@ fn trap(report: &TaskReport) -> &Trap {
 fn an_infinite_loop_stops_by_fuel() {
     let h = metered();
     let module = probe(&h);
-    let (report, _) = h.run_with(&module, &["spin"], TaskLimits { fuel: Some(50_000_000), ..limits() }, None, 1);
-    assert_eq!(trap(&report), &Trap::OutOfFuel { fuel_limit: 50_000_000 });
+    let (report, _) = h.run_with(
+        &module,
+        &["spin"],
+        TaskLimits {
+            fuel: Some(50_000_000),
+            ..limits()
+        },
+        None,
+        1,
+    );
+    assert_eq!(
+        trap(&report),
+        &Trap::OutOfFuel {
+            fuel_limit: 50_000_000
+        }
+    );
     assert_eq!(report.fuel_used.map(|f| f.0), Some(50_000_000));
     h.assert_healthy();
 }
 
 #[test]
 fn an_infinite_loop_stops_by_the_deadline_when_fuel_is_unlimited() {
-    for h in [metered(), harness(SandboxConfig { metering: Metering::Off, ..SandboxConfig::default() })] {
+    for h in [
+        metered(),
+        harness(SandboxConfig {
+            metering: Metering::Off,
+            ..SandboxConfig::default()
+        }),
+    ] {
         let module = probe(&h);
         let started = Instant::now();
-        let (report, _) = h.run_with(&module, &["spin"], TaskLimits { fuel: None, deadline_ms: 300, ..limits() }, None, 1);
+        let (report, _) = h.run_with(
+            &module,
+            &["spin"],
+            TaskLimits {
+                fuel: None,
+                deadline_ms: 300,
+                ..limits()
+            },
+            None,
+            1,
+        );
         assert_eq!(trap(&report), &Trap::Deadline { deadline_ms: 300 });
-        assert!(started.elapsed() < Duration::from_secs(10), "stopped near its deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "stopped near its deadline"
+        );
         h.assert_healthy();
     }
 }
@@ -106,11 +165,22 @@ fn an_infinite_loop_stops_by_the_deadline_when_fuel_is_unlimited() {
 fn memory_grow_beyond_the_limit_fails() {
     let h = metered();
     let (report, _) = h.probe(&["alloc", "200"]);
-    assert_eq!(trap(&report), &Trap::OutOfMemory { limit_bytes: 64 << 20 });
-    let wat = r#"(module (memory 1) (func (export "_start") (drop (memory.grow (i32.const 2000)))))"#;
+    assert_eq!(
+        trap(&report),
+        &Trap::OutOfMemory {
+            limit_bytes: 64 << 20
+        }
+    );
+    let wat =
+        r#"(module (memory 1) (func (export "_start") (drop (memory.grow (i32.const 2000)))))"#;
     let module = h.sandbox.load(wat.as_bytes()).expect("wat compiles");
     let (report, _) = h.run_with(&module, &[], limits(), None, 1);
-    assert_eq!(trap(&report), &Trap::OutOfMemory { limit_bytes: 64 << 20 });
+    assert_eq!(
+        trap(&report),
+        &Trap::OutOfMemory {
+            limit_bytes: 64 << 20
+        }
+    );
     h.assert_healthy();
 }
 
@@ -120,7 +190,11 @@ fn deep_recursion_traps() {
     // Rust keeps its frames on a shadow stack in linear memory: overflowing
     // it runs off the bottom of memory, a guest trap.
     let (report, _) = h.probe(&["recurse", "100000000"]);
-    assert!(matches!(trap(&report), Trap::Guest { message } if message.contains("out of bounds")), "{:?}", report.outcome);
+    assert!(
+        matches!(trap(&report), Trap::Guest { message } if message.contains("out of bounds")),
+        "{:?}",
+        report.outcome
+    );
     // The engine's own stack is bounded too.
     let wat = r#"(module (func $f (export "_start") (call $f)))"#;
     let module = h.sandbox.load(wat.as_bytes()).expect("wat");
@@ -134,22 +208,53 @@ fn host_files_are_out_of_reach() {
     let h = metered();
     let secret = h.dir.path().join("input.txt");
     std::fs::write(&secret, "input bytes").expect("write input");
-    let inputs = InputDir::stage(&h.dir.path().join("staging"), &[("data.txt".into(), secret.clone())]).expect("stage");
+    let inputs = InputDir::stage(
+        &h.dir.path().join("staging"),
+        &[("data.txt".into(), secret.clone())],
+    )
+    .expect("stage");
     let module = probe(&h);
-    for path in ["/etc/passwd", "/in/../../etc/passwd", "../etc/passwd", "/out/../../etc/passwd", "/proc/self/environ"] {
+    for path in [
+        "/etc/passwd",
+        "/in/../../etc/passwd",
+        "../etc/passwd",
+        "/out/../../etc/passwd",
+        "/proc/self/environ",
+    ] {
         let (report, out) = h.run_with(&module, &["read", path], limits(), Some(&inputs), 1);
         let stdout = std::fs::read_to_string(out.join("stdout")).expect("stdout");
-        assert_eq!(report.outcome, Outcome::Exited { code: 3 }, "{path}: {stdout}");
+        assert_eq!(
+            report.outcome,
+            Outcome::Exited { code: 3 },
+            "{path}: {stdout}"
+        );
         assert!(stdout.starts_with("denied"), "{path}: {stdout}");
     }
     for path in ["/in/data.txt", "/in/new.txt", "/tmp/x", "/x"] {
         let (report, _) = h.run_with(&module, &["create", path], limits(), Some(&inputs), 1);
-        assert_eq!(report.outcome, Outcome::Exited { code: 3 }, "creating {path} must fail");
+        assert_eq!(
+            report.outcome,
+            Outcome::Exited { code: 3 },
+            "creating {path} must fail"
+        );
     }
-    assert_eq!(std::fs::read_to_string(&secret).expect("read"), "input bytes", "the input is unchanged");
-    let (report, out) = h.run_with(&module, &["read", "/in/data.txt"], limits(), Some(&inputs), 1);
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("read"),
+        "input bytes",
+        "the input is unchanged"
+    );
+    let (report, out) = h.run_with(
+        &module,
+        &["read", "/in/data.txt"],
+        limits(),
+        Some(&inputs),
+        1,
+    );
     assert!(report.outcome.is_success());
-    assert_eq!(std::fs::read_to_string(out.join("stdout")).expect("stdout"), "ok 11\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("stdout")).expect("stdout"),
+        "ok 11\n"
+    );
     h.assert_healthy();
 }
 
@@ -157,12 +262,26 @@ fn host_files_are_out_of_reach() {
 fn writing_more_than_the_output_limit_fails() {
     let h = metered();
     let (report, _) = h.probe(&["write-out", &(2 << 20).to_string()]);
-    assert_eq!(trap(&report), &Trap::OutputTooLarge { limit_bytes: 1 << 20 });
+    assert_eq!(
+        trap(&report),
+        &Trap::OutputTooLarge {
+            limit_bytes: 1 << 20
+        }
+    );
     let (report, _) = h.probe(&["stdout", &(2 << 20).to_string()]);
-    assert_eq!(trap(&report), &Trap::OutputTooLarge { limit_bytes: 1 << 20 });
+    assert_eq!(
+        trap(&report),
+        &Trap::OutputTooLarge {
+            limit_bytes: 1 << 20
+        }
+    );
     let (report, _) = h.probe(&["write-out", "100000"]);
     assert!(report.outcome.is_success());
-    let big = report.outputs.iter().find(|o| o.name == "big").expect("the output is listed");
+    let big = report
+        .outputs
+        .iter()
+        .find(|o| o.name == "big")
+        .expect("the output is listed");
     assert_eq!(big.size_bytes, 100_000);
     assert_eq!(big.hash, types::BlobHash::of(&vec![7u8; 100_000]));
     h.assert_healthy();
@@ -177,24 +296,39 @@ fn stderr_is_kept_as_a_bounded_tail() {
     assert!(report.stderr_bytes_total >= 300_000);
     let tail = String::from_utf8_lossy(&report.stderr_tail);
     let last = tail.lines().last().expect("a line");
-    assert!(last.starts_with("line ") && last.len() > 9, "the tail holds the last lines: {last}");
+    assert!(
+        last.starts_with("line ") && last.len() > 9,
+        "the tail holds the last lines: {last}"
+    );
 }
 
 #[test]
 fn clock_and_random_give_the_same_output_on_every_run() {
     let h = metered();
     let module = probe(&h);
-    let runs: Vec<_> = (0..3).map(|_| h.run_with(&module, &["clock-random"], limits(), None, 42)).collect();
+    let runs: Vec<_> = (0..3)
+        .map(|_| h.run_with(&module, &["clock-random"], limits(), None, 42))
+        .collect();
     let first = std::fs::read_to_string(runs[0].1.join("stdout")).expect("stdout");
-    assert!(first.starts_with("wall 1577836800"), "the virtual wall clock starts in 2020: {first}");
+    assert!(
+        first.starts_with("wall 1577836800"),
+        "the virtual wall clock starts in 2020: {first}"
+    );
     for (report, out) in &runs {
-        assert_eq!(std::fs::read_to_string(out.join("stdout")).expect("stdout"), first);
+        assert_eq!(
+            std::fs::read_to_string(out.join("stdout")).expect("stdout"),
+            first
+        );
         assert_eq!(report.fuel_used, runs[0].0.fuel_used);
         assert_eq!(report.outputs, runs[0].0.outputs);
     }
     let (_, other) = h.run_with(&module, &["clock-random"], limits(), None, 43);
     let other = std::fs::read_to_string(other.join("stdout")).expect("stdout");
-    assert_ne!(other.lines().nth(1), first.lines().nth(1), "another seed draws other random bytes");
+    assert_ne!(
+        other.lines().nth(1),
+        first.lines().nth(1),
+        "another seed draws other random bytes"
+    );
 }
 
 #[test]
@@ -212,13 +346,24 @@ fn inputs_are_read_only_under_in_with_fixed_metadata() {
     let h = metered();
     let source = h.dir.path().join("scene.bin");
     std::fs::write(&source, b"0123456789").expect("write");
-    let inputs = InputDir::stage(&h.dir.path().join("staging"), &[("scene.bin".into(), source)]).expect("stage");
+    let inputs = InputDir::stage(
+        &h.dir.path().join("staging"),
+        &[("scene.bin".into(), source)],
+    )
+    .expect("stage");
     let module = probe(&h);
     let (report, out) = h.run_with(&module, &["cat", "scene.bin"], limits(), Some(&inputs), 1);
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
     let stdout = std::fs::read_to_string(out.join("stdout")).expect("stdout");
-    assert_eq!(stdout, "size 10 mtime Some(0)\n", "timestamps are fixed, not the host's");
-    let copy = report.outputs.iter().find(|o| o.name == "scene.bin").expect("copied to /out");
+    assert_eq!(
+        stdout, "size 10 mtime Some(0)\n",
+        "timestamps are fixed, not the host's"
+    );
+    let copy = report
+        .outputs
+        .iter()
+        .find(|o| o.name == "scene.bin")
+        .expect("copied to /out");
     assert_eq!(copy.hash, types::BlobHash::of(b"0123456789"));
 }
 
@@ -227,7 +372,10 @@ fn arguments_and_only_the_given_environment_are_visible() {
     let h = metered();
     let (report, stdout) = h.probe(&["env", "second"]);
     assert!(report.outcome.is_success());
-    assert_eq!(stdout, "args [\"env\", \"second\"]\nenv GIVEN=yes\n", "nothing of the host's environment");
+    assert_eq!(
+        stdout, "args [\"env\", \"second\"]\nenv GIVEN=yes\n",
+        "nothing of the host's environment"
+    );
 }
 
 #[test]
@@ -238,7 +386,11 @@ fn the_exit_code_is_reported_apart_from_a_trap() {
     let wat = r#"(module (func (export "_start") unreachable))"#;
     let module = h.sandbox.load(wat.as_bytes()).expect("wat");
     let (report, _) = h.run_with(&module, &[], limits(), None, 1);
-    assert!(matches!(trap(&report), Trap::Guest { message } if message.contains("unreachable")), "{:?}", report.outcome);
+    assert!(
+        matches!(trap(&report), Trap::Guest { message } if message.contains("unreachable")),
+        "{:?}",
+        report.outcome
+    );
 }
 
 #[test]
@@ -259,7 +411,9 @@ fn a_missing_import_is_refused_by_name_unless_allowed() {
         allow_missing_imports: false,
     };
     match h.sandbox.run(&module, &task) {
-        Err(SandboxError::MissingImport { module, name }) => assert_eq!((module.as_str(), name.as_str()), ("env", "mystery")),
+        Err(SandboxError::MissingImport { module, name }) => {
+            assert_eq!((module.as_str(), name.as_str()), ("env", "mystery"))
+        }
         other => panic!("expected MissingImport, got {other:?}"),
     }
     task.allow_missing_imports = true;
@@ -284,7 +438,9 @@ fn another_entry_point_can_be_named() {
         entry,
         allow_missing_imports: false,
     };
-    assert!(matches!(h.sandbox.run(&module, &task(None)), Err(SandboxError::MissingEntry(e)) if e == "_start"));
+    assert!(
+        matches!(h.sandbox.run(&module, &task(None)), Err(SandboxError::MissingEntry(e)) if e == "_start")
+    );
     let report = h.sandbox.run(&module, &task(Some("run"))).expect("runs");
     assert!(report.outcome.is_success());
     assert!(report.fuel_used.expect("metered").0 > 0);
@@ -294,17 +450,27 @@ fn another_entry_point_can_be_named() {
 fn nan_canonicalisation_is_a_switch() {
     let h = metered();
     let (_, plain) = h.probe(&["nan"]);
-    let canon = harness(SandboxConfig { nan_canonicalization: true, ..SandboxConfig::default() });
+    let canon = harness(SandboxConfig {
+        nan_canonicalization: true,
+        ..SandboxConfig::default()
+    });
     let (_, canonical) = canon.probe(&["nan"]);
     assert_eq!(canonical.trim(), "nan bits 7fc00000");
     assert!(plain.starts_with("nan bits 7f"), "{plain}");
-    assert_ne!(h.sandbox.engine_identity(), canon.sandbox.engine_identity(), "the identity names the switch");
+    assert_ne!(
+        h.sandbox.engine_identity(),
+        canon.sandbox.engine_identity(),
+        "the identity names the switch"
+    );
 }
 
 #[test]
 fn compiled_modules_are_cached_in_memory_and_on_disk() {
     let cache = tempfile::tempdir().expect("tempdir");
-    let config = SandboxConfig { cache_dir: Some(cache.path().to_path_buf()), ..SandboxConfig::default() };
+    let config = SandboxConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxConfig::default()
+    };
     let bytes = guests::builtin("noop").expect("noop");
     let first = Sandbox::new(config.clone()).expect("engine");
     assert!(!first.load(bytes).expect("load").cached);
@@ -319,7 +485,16 @@ fn compiled_modules_are_cached_in_memory_and_on_disk() {
 #[test]
 fn bad_modules_are_refused_with_a_clear_error() {
     let h = metered();
-    assert!(matches!(h.sandbox.load(b"\0asm\x01\0\0\0garbage"), Err(SandboxError::InvalidModule { .. })));
-    assert!(matches!(h.sandbox.load(b"(module (func"), Err(SandboxError::NotWasm(_))));
-    assert!(matches!(h.sandbox.load(&[0xff, 0xfe, 0x00]), Err(SandboxError::NotWasm(_))));
+    assert!(matches!(
+        h.sandbox.load(b"\0asm\x01\0\0\0garbage"),
+        Err(SandboxError::InvalidModule { .. })
+    ));
+    assert!(matches!(
+        h.sandbox.load(b"(module (func"),
+        Err(SandboxError::NotWasm(_))
+    ));
+    assert!(matches!(
+        h.sandbox.load(&[0xff, 0xfe, 0x00]),
+        Err(SandboxError::NotWasm(_))
+    ));
 }

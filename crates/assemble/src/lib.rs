@@ -5,7 +5,9 @@
 //! Tiles come from guests, so they are input from outside: every header is
 //! checked against the image, and every pixel must be covered exactly once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use types::Job;
+use types::job::AssembleKind;
 
 pub const TILE_MAGIC: [u8; 4] = *b"PXT1";
 pub const TILE_HEADER_BYTES: usize = 32;
@@ -22,6 +24,8 @@ pub enum AssembleError {
     Incomplete { covered: u64, total: u64 },
     #[error("tiles disagree on the image: {0}")]
     Mismatch(String),
+    #[error("task {index}: {message}")]
+    Task { index: u64, message: String },
     #[error("no tiles to assemble")]
     Empty,
     #[error("write {path}: {message}")]
@@ -229,6 +233,74 @@ impl Canvas {
             }
         }
     }
+}
+
+/// The assembled result of a job.
+pub struct Assembled {
+    pub path: PathBuf,
+    /// Sum of samples, for images (see [`Canvas::checksum`]).
+    pub checksum: Option<u64>,
+}
+
+/// Runs a job's assemble step over its tasks' output directories.
+pub fn assemble_job(
+    job: &Job,
+    task_dir: impl Fn(u64) -> PathBuf,
+    out: &Path,
+) -> Result<Assembled, AssembleError> {
+    match job.assemble.kind {
+        AssembleKind::TilesPng => {
+            let mut canvas: Option<Canvas> = None;
+            for index in 0..job.task_count() {
+                let path = task_dir(index).join(&job.assemble.file);
+                let task_error = |message: String| AssembleError::Task { index, message };
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| task_error(format!("no `{}`: {e}", job.assemble.file)))?;
+                let placed = match canvas.as_mut() {
+                    None => Canvas::from_first_tile(&bytes).map(|c| canvas = Some(c)),
+                    Some(c) => c.place(&bytes),
+                };
+                placed.map_err(|e| task_error(e.to_string()))?;
+            }
+            let canvas = canvas.ok_or(AssembleError::Empty)?;
+            let target = out.join(&job.assemble.output);
+            canvas.write_png(&target)?;
+            let checksum = Some(canvas.checksum());
+            Ok(Assembled {
+                path: target,
+                checksum,
+            })
+        }
+        AssembleKind::None => {
+            let target = out.join("tasks");
+            for index in 0..job.task_count() {
+                let from = task_dir(index);
+                let to = target.join(index.to_string());
+                copy_tree(&from, &to).map_err(|e| AssembleError::Task {
+                    index,
+                    message: format!("copy outputs: {e}"),
+                })?;
+            }
+            Ok(Assembled {
+                path: target,
+                checksum: None,
+            })
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
 //! `plexus`: the one binary. One file per subcommand; errors become one line
 //! on stderr and a non-zero exit code.
 
+mod client;
+mod demo;
 mod exec;
+mod job;
 mod local;
+mod node;
+mod peers;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -27,8 +32,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Demo(demo::DemoArgs),
     Run(run::RunArgs),
     Exec(exec::ExecArgs),
+    Node(node::NodeArgs),
+    Job(job::JobArgs),
+    Peers(peers::PeersArgs),
 }
 
 /// Exit codes: 0 success, 1 the task or job failed, 2 bad input or setup.
@@ -45,6 +54,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args, &data_dir),
         Command::Exec(args) => exec::exec(args, &data_dir),
+        Command::Node(args) => node::node(args, &data_dir),
+        Command::Job(args) => job::job(args),
+        Command::Peers(args) => peers::peers(args),
+        Command::Demo(args) => demo::demo(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

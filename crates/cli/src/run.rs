@@ -3,7 +3,6 @@
 
 use crate::local;
 use anyhow::{Context, bail};
-use assemble::Canvas;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandbox::{InputDir, LoadedModule, Outcome, Sandbox, TaskReport, TaskRun};
@@ -11,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
-use types::job::AssembleKind;
 use types::{Fuel, Job, ModuleSource};
 
 /// Finished tasks waiting for the main thread; workers block beyond this.
@@ -180,7 +178,7 @@ pub fn run(a: RunArgs, data_dir: &Path) -> anyhow::Result<u8> {
         return Ok(crate::EXIT_TASK_FAILED);
     }
 
-    let result = assemble_outputs(&job, scratch.path(), &a.out)?;
+    let result = assemble::assemble_job(&job, |i| task_dir(scratch.path(), i), &a.out)?;
     let secs = wall.as_secs_f64().max(1e-9);
     let summary = serde_json::json!({
         "job": job.name,
@@ -276,66 +274,4 @@ fn describe_failure(index: u64, outcome: &Outcome, stderr_tail: &[u8]) -> String
     } else {
         format!("task {index} {outcome} (stderr: {last_line})")
     }
-}
-
-struct Assembled {
-    path: PathBuf,
-    checksum: Option<u64>,
-}
-
-fn assemble_outputs(job: &Job, scratch: &Path, out: &Path) -> anyhow::Result<Assembled> {
-    match job.assemble.kind {
-        AssembleKind::TilesPng => {
-            let mut canvas: Option<Canvas> = None;
-            for index in 0..job.task_count() {
-                let path = task_dir(scratch, index).join(&job.assemble.file);
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("task {index} wrote no `{}`", job.assemble.file))?;
-                match canvas.as_mut() {
-                    None => {
-                        canvas = Some(
-                            Canvas::from_first_tile(&bytes)
-                                .with_context(|| format!("task {index}"))?,
-                        )
-                    }
-                    Some(c) => c.place(&bytes).with_context(|| format!("task {index}"))?,
-                }
-            }
-            let canvas = canvas.context("the job has no tasks")?;
-            let target = out.join(&job.assemble.output);
-            canvas.write_png(&target)?;
-            let checksum = Some(canvas.checksum());
-            Ok(Assembled {
-                path: target,
-                checksum,
-            })
-        }
-        AssembleKind::None => {
-            let target = out.join("tasks");
-            for index in 0..job.task_count() {
-                let from = task_dir(scratch, index);
-                let to = target.join(index.to_string());
-                copy_tree(&from, &to)
-                    .with_context(|| format!("copy the outputs of task {index}"))?;
-            }
-            Ok(Assembled {
-                path: target,
-                checksum: None,
-            })
-        }
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
 }

@@ -21,7 +21,8 @@ mod imports;
 mod run;
 
 pub use engine::{Metering, SandboxConfig};
-pub use run::{InputDir, Outcome, OutputFile, TaskReport, TaskRun, Trap};
+pub use run::{InputDir, TaskReport, TaskRun};
+pub use types::outcome::{Outcome, OutputFile, Trap};
 
 use std::sync::Arc;
 use types::BlobHash;

@@ -20,6 +20,8 @@ pub enum StoreError {
         context: String,
         source: std::io::Error,
     },
+    #[error("blob {expected} arrived with hash {actual}: refused")]
+    HashMismatch { expected: String, actual: String },
     #[error("{path}: {size_bytes} bytes is over the blob limit of {limit_bytes} (BLOB_BYTES_MAX)")]
     TooLarge {
         path: String,
@@ -104,6 +106,18 @@ impl BlobStore {
         Ok(hash)
     }
 
+    /// Starts writing a blob that arrives in pieces (from the network); it is
+    /// stored only if its bytes hash to what was asked for.
+    pub fn writer(&self) -> Result<BlobWriter<'_>, StoreError> {
+        let tmp = tempfile::NamedTempFile::new_in(&self.root).map_err(io("create blob"))?;
+        Ok(BlobWriter {
+            store: self,
+            tmp,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        })
+    }
+
     fn commit(&self, tmp: tempfile::NamedTempFile, hash: &BlobHash) -> Result<(), StoreError> {
         let target = self.path(hash);
         if target.is_file() {
@@ -118,6 +132,43 @@ impl BlobStore {
             source: e.error,
         })?;
         Ok(())
+    }
+}
+
+pub struct BlobWriter<'a> {
+    store: &'a BlobStore,
+    tmp: tempfile::NamedTempFile,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl BlobWriter<'_> {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.written += bytes.len() as u64;
+        if self.written > BLOB_BYTES_MAX {
+            return Err(StoreError::TooLarge {
+                path: "incoming blob".into(),
+                size_bytes: self.written,
+                limit_bytes: BLOB_BYTES_MAX,
+            });
+        }
+        self.hasher.update(bytes);
+        self.tmp.write_all(bytes).map_err(io("write blob"))
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn finish(self, expected: &BlobHash) -> Result<(), StoreError> {
+        let actual = BlobHash::from(self.hasher.finalize());
+        if actual != *expected {
+            return Err(StoreError::HashMismatch {
+                expected: expected.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        self.store.commit(self.tmp, expected)
     }
 }
 
@@ -140,5 +191,23 @@ mod tests {
             b"hello plexus"
         );
         assert!(!store.contains(&BlobHash::of(b"other")));
+    }
+
+    #[test]
+    fn a_blob_whose_bytes_do_not_match_its_hash_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(dir.path()).expect("open");
+        let mut w = store.writer().expect("writer");
+        w.write(b"hello ").expect("write");
+        w.write(b"plexus").expect("write");
+        w.finish(&BlobHash::of(b"hello plexus")).expect("matches");
+        let mut w = store.writer().expect("writer");
+        w.write(b"forged").expect("write");
+        let expected = BlobHash::of(b"genuine");
+        assert!(matches!(
+            w.finish(&expected),
+            Err(StoreError::HashMismatch { .. })
+        ));
+        assert!(!store.contains(&expected));
     }
 }

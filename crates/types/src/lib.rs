@@ -4,7 +4,9 @@
 pub mod ids;
 pub mod job;
 pub mod limits;
+pub mod outcome;
 
 pub use ids::{BlobHash, Fuel};
 pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue};
 pub use limits::TaskLimits;
+pub use outcome::{Outcome, OutputFile, Trap};

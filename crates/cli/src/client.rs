@@ -1,0 +1,92 @@
+//! A small client for the node's HTTP API.
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub fn default_api() -> String {
+    std::env::var("PLEXUS_API").unwrap_or_else(|_| "http://127.0.0.1:7700".into())
+}
+
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    fn check(
+        &self,
+        path: &str,
+        mut response: ureq::http::Response<ureq::Body>,
+    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body: serde_json::Value = response.body_mut().read_json().unwrap_or_default();
+        let message = body["error"].as_str().unwrap_or("no message").to_owned();
+        bail!("{path}: {status}: {message}")
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.get(&url).call().with_context(|| {
+            format!(
+                "cannot reach the node's API at {} (is `plexus node` running?)",
+                self.base
+            )
+        })?;
+        let mut response = self.check(path, response)?;
+        response
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("{path}: bad JSON"))
+    }
+
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("cannot reach the node's API at {}", self.base))?;
+        let mut response = self.check(path, response)?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .with_context(|| format!("{path}: read"))
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self.agent.post(&url).send_json(body).with_context(|| {
+            format!(
+                "cannot reach the node's API at {} (is `plexus node` running?)",
+                self.base
+            )
+        })?;
+        let mut response = self.check(path, response)?;
+        response
+            .body_mut()
+            .read_json()
+            .with_context(|| format!("{path}: bad JSON"))
+    }
+}

@@ -1,0 +1,227 @@
+//! `plexus demo`: a whole local network — a requester and three providers as
+//! separate processes on loopback, with fresh data dirs — renders the demo
+//! scene end to end, then stops everything it started (also on Ctrl-C).
+
+use crate::client::Client;
+use crate::job;
+use anyhow::{Context, bail};
+use clap::Args;
+use node::PeerInfo;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The demo's job and scene travel inside the binary, so it runs from anywhere.
+const DEMO_JOB: &str = include_str!("../../../examples/render.toml");
+const DEMO_SCENE: &str = include_str!("../../../examples/scenes/demo.gltf");
+const PROVIDERS: usize = 3;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Args)]
+#[command(
+    about = "Start a local network (a requester and 3 providers) and render the demo scene on it"
+)]
+pub struct DemoArgs {
+    /// Where the rendered image goes
+    #[arg(long, default_value = "demo-output")]
+    out: PathBuf,
+}
+
+/// Every process the demo started; killed when dropped.
+#[derive(Clone, Default)]
+struct Processes(Arc<Mutex<Vec<Child>>>);
+
+impl Processes {
+    fn push(&self, child: Child) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(child);
+    }
+    fn stop_all(&self) {
+        let mut children = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for child in children.iter_mut() {
+            let _ = child.kill();
+        }
+        for child in children.iter_mut() {
+            let _ = child.wait();
+        }
+        children.clear();
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) == 1 {
+            self.stop_all();
+        }
+    }
+}
+
+pub fn demo(a: DemoArgs) -> anyhow::Result<u8> {
+    let processes = Processes::default();
+    let on_signal = processes.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Ctrl-C stops every process the demo started, then exits.
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping the demo network");
+                on_signal.stop_all();
+                std::process::exit(130);
+            }
+        })
+    });
+    let result = run(&a, &processes);
+    processes.stop_all();
+    result
+}
+
+fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
+    let root = tempfile::Builder::new()
+        .prefix("plexus-demo-")
+        .tempdir()
+        .context("create a temporary directory")?;
+    let job_dir = root.path().join("job");
+    std::fs::create_dir_all(job_dir.join("scenes"))?;
+    std::fs::write(job_dir.join("render.toml"), DEMO_JOB)?;
+    std::fs::write(job_dir.join("scenes/demo.gltf"), DEMO_SCENE)?;
+
+    eprintln!("starting a requester and {PROVIDERS} providers on loopback");
+    let requester = start_node(processes, &root.path().join("requester"), &[])?;
+    let bootstrap = requester.tcp_addr.clone();
+    let mut providers = Vec::new();
+    for i in 0..PROVIDERS {
+        let data = root.path().join(format!("provider-{i}"));
+        providers.push(start_node(
+            processes,
+            &data,
+            &["--provide", "--slots", "1", "--bootstrap", &bootstrap],
+        )?);
+    }
+    let client = Client::new(&requester.api);
+    let started = Instant::now();
+    loop {
+        let peers: Vec<PeerInfo> = client.get("/api/peers")?;
+        let offering = peers
+            .iter()
+            .filter(|p| p.connected && p.offer.is_some())
+            .count();
+        if offering >= PROVIDERS {
+            break;
+        }
+        if started.elapsed() > STARTUP_TIMEOUT {
+            bail!(
+                "only {offering} of {PROVIDERS} providers offered their time within {} s",
+                STARTUP_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "network up in {:.1} s: {} providers offering",
+        started.elapsed().as_secs_f64(),
+        PROVIDERS
+    );
+
+    let id = job::submit(&client, &job_dir.join("render.toml"))?;
+    eprintln!("submitted the render job {id}");
+    let status = job::follow(&client, &id, true)?;
+    if status.state != "completed" {
+        bail!(
+            "the demo job {}: {}",
+            status.state,
+            status.error.unwrap_or_default()
+        );
+    }
+    let path = job::results(&client, &status, &a.out)?;
+    println!(
+        "rendered  {} ({} tasks in {:.1} s)",
+        path.display(),
+        status.tasks_total,
+        status.elapsed_s
+    );
+    for p in &status.providers {
+        let name = providers
+            .iter()
+            .position(|n| n.peer_id == p.peer_id)
+            .map_or("?".into(), |i| format!("provider {i}"));
+        println!(
+            "  {name} (…{}): {:>3} tasks, {:>16} fuel, {:>6.1} s in the sandbox",
+            job::short(&p.peer_id),
+            p.tasks_done,
+            p.fuel,
+            p.busy_ms as f64 / 1000.0
+        );
+    }
+    println!();
+    println!("To start a real network across machines:");
+    println!("  on one machine:  plexus node --listen /ip4/0.0.0.0/tcp/4001");
+    println!(
+        "  on the others:   plexus node --provide --bootstrap /ip4/FIRST_MACHINE_IP/tcp/4001/p2p/PEER_ID"
+    );
+    println!("  then submit:     plexus job submit examples/render.toml --wait");
+    Ok(0)
+}
+
+struct StartedNode {
+    peer_id: String,
+    tcp_addr: String,
+    api: String,
+}
+
+fn start_node(
+    processes: &Processes,
+    data_dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<StartedNode> {
+    std::fs::create_dir_all(data_dir)?;
+    let stdout_path = data_dir.join("stdout.log");
+    let stdout = std::fs::File::create(&stdout_path)?;
+    let stderr = std::fs::File::create(data_dir.join("stderr.log"))?;
+    let exe = std::env::current_exe().context("find the plexus binary")?;
+    let child = Command::new(exe)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .context("start a node process")?;
+    processes.push(child);
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+        };
+        if let (Some(peer_id), Some(tcp_addr), Some(api)) =
+            (field("peer id"), field("listening"), field("api"))
+        {
+            return Ok(StartedNode {
+                peer_id,
+                tcp_addr,
+                api,
+            });
+        }
+        if started.elapsed() > STARTUP_TIMEOUT {
+            let log = std::fs::read_to_string(data_dir.join("stderr.log")).unwrap_or_default();
+            bail!(
+                "a node did not start within {} s: {}",
+                STARTUP_TIMEOUT.as_secs(),
+                log.lines().last().unwrap_or("")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,92 @@
+//! `plexus node`: a long-running node: network, provider (with --provide),
+//! requester, and the HTTP API on loopback.
+
+use anyhow::Context;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Args)]
+#[command(
+    about = "Run a node: join the network, serve the API, and with --provide sell this machine's time",
+    after_help = "Examples:\n  plexus node --provide\n  plexus node --listen /ip4/0.0.0.0/tcp/4001 --api 127.0.0.1:7700\n  plexus node --provide --bootstrap /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW..."
+)]
+pub struct NodeArgs {
+    /// Addresses to listen on (multiaddrs)
+    #[arg(long, value_name = "MULTIADDR", default_values_t = ["/ip4/0.0.0.0/tcp/0".to_string(), "/ip4/0.0.0.0/udp/0/quic-v1".to_string()])]
+    listen: Vec<String>,
+    /// A peer to join the network through (repeatable)
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
+    /// Offer this machine's time to the network
+    #[arg(long)]
+    provide: bool,
+    /// Tasks run at once when providing [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    slots: Option<u32>,
+    /// Price in credits per billion fuel when providing
+    #[arg(long, default_value_t = 100)]
+    price: u64,
+    /// The most memory one task may use here, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    task_memory: u64,
+    /// Where the HTTP API listens (loopback only)
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    api: SocketAddr,
+    /// Do not discover peers on the LAN by mDNS
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
+    if !a.api.ip().is_loopback() {
+        anyhow::bail!(
+            "--api {}: the API listens on loopback only (127.0.0.1 or ::1)",
+            a.api
+        );
+    }
+    let parse = |list: &[String], flag: &str| -> anyhow::Result<Vec<net::Multiaddr>> {
+        list.iter()
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("--{flag} {s:?} is not a multiaddr"))
+            })
+            .collect()
+    };
+    let config = node::NodeConfig {
+        data_dir: data_dir.to_path_buf(),
+        listen: parse(&a.listen, "listen")?,
+        bootstrap: parse(&a.bootstrap, "bootstrap")?,
+        mdns: !a.no_mdns,
+        provider: a.provide.then(|| node::ProviderConfig {
+            slots: a
+                .slots
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                })
+                .max(1),
+            price_per_gfuel: a.price,
+            task_memory_bytes_max: a.task_memory.saturating_mul(types::limits::MIB),
+        }),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        let started = node::start(config).await?;
+        let api = api::serve(started.handle.clone(), a.api).await?;
+        println!("peer id   {}", started.peer_id);
+        for addr in &started.listen {
+            println!("listening {addr}/p2p/{}", started.peer_id);
+        }
+        println!("api       http://{api}");
+        if a.provide {
+            println!("providing: this node sells its time; Ctrl-C stops it");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::signal::ctrl_c().await.context("wait for Ctrl-C")?;
+        Ok::<u8, anyhow::Error>(0)
+    })
+}

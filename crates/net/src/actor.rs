@@ -1,0 +1,587 @@
+//! The task that owns the swarm. Commands come in over a bounded channel,
+//! events go out over another; outbound requests are answered through
+//! oneshot channels, inbound ones through an [`InboundId`] the node replies to.
+
+use crate::NetError;
+use crate::wire::{self, BlobRequest, BlobResponse, Offer, TaskRequest, TaskResponse};
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, identity::Keypair, mdns, ping,
+};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands waiting for the swarm task.
+pub const COMMAND_QUEUE_MAX: usize = 1024;
+/// Events waiting for the node.
+pub const EVENT_QUEUE_MAX: usize = 4096;
+/// Inbound requests awaiting the node's answer; more are refused.
+pub const INBOUND_PENDING_MAX: usize = 4096;
+/// A task request stays open while the provider runs the task.
+const TASK_REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
+const BLOB_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+const TASK_PROTOCOL: &str = "/plexus/task/1";
+const BLOB_PROTOCOL: &str = "/plexus/blob/1";
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
+    gossipsub: gossipsub::Behaviour,
+    task: request_response::cbor::Behaviour<TaskRequest, TaskResponse>,
+    blob: request_response::cbor::Behaviour<BlobRequest, BlobResponse>,
+}
+
+pub struct NetConfig {
+    pub keypair: Keypair,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+}
+
+/// Identifies an inbound request the node must answer.
+pub type InboundId = u64;
+
+#[derive(Debug)]
+pub enum Event {
+    Listening(Multiaddr),
+    Connected(PeerId),
+    Disconnected(PeerId),
+    Offer {
+        from: PeerId,
+        offer: Offer,
+    },
+    TaskRequested {
+        from: PeerId,
+        id: InboundId,
+        request: TaskRequest,
+    },
+    BlobRequested {
+        from: PeerId,
+        id: InboundId,
+        request: BlobRequest,
+    },
+    RoundTrip {
+        peer: PeerId,
+        rtt: Duration,
+    },
+}
+
+enum Command {
+    PublishOffer(Offer),
+    SendTask {
+        peer: PeerId,
+        request: Box<TaskRequest>,
+        reply: oneshot::Sender<Result<TaskResponse, NetError>>,
+    },
+    SendBlob {
+        peer: PeerId,
+        request: BlobRequest,
+        reply: oneshot::Sender<Result<BlobResponse, NetError>>,
+    },
+    RespondTask {
+        id: InboundId,
+        response: TaskResponse,
+    },
+    RespondBlob {
+        id: InboundId,
+        response: BlobResponse,
+    },
+    Dial(Multiaddr),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// A cheap, cloneable handle to the swarm task.
+#[derive(Clone)]
+pub struct NetHandle {
+    commands: mpsc::Sender<Command>,
+    pub local_peer_id: PeerId,
+}
+
+impl NetHandle {
+    async fn send(&self, command: Command) -> Result<(), NetError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| NetError::Stopped)
+    }
+    pub async fn publish_offer(&self, offer: Offer) -> Result<(), NetError> {
+        self.send(Command::PublishOffer(offer)).await
+    }
+    pub async fn send_task(
+        &self,
+        peer: PeerId,
+        request: TaskRequest,
+    ) -> Result<TaskResponse, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SendTask {
+            peer,
+            request: Box::new(request),
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+    pub async fn fetch_blob_chunk(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::SendBlob {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+    pub async fn respond_task(
+        &self,
+        id: InboundId,
+        response: TaskResponse,
+    ) -> Result<(), NetError> {
+        self.send(Command::RespondTask { id, response }).await
+    }
+    pub async fn respond_blob(
+        &self,
+        id: InboundId,
+        response: BlobResponse,
+    ) -> Result<(), NetError> {
+        self.send(Command::RespondBlob { id, response }).await
+    }
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.send(Command::Dial(addr)).await
+    }
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::ConnectedPeers(reply)).await?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+}
+
+/// Builds the swarm, starts listening and dialling, and spawns its task.
+/// Returns once every listen address is bound (or failed).
+pub async fn spawn(
+    config: NetConfig,
+) -> Result<(NetHandle, mpsc::Receiver<Event>, Vec<Multiaddr>), NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let use_mdns = config.mdns;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .max_transmit_size(wire::CONTROL_MESSAGE_BYTES_MAX as usize)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .build()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )
+            .map_err(std::io::Error::other)?;
+            let mdns = if use_mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    peer_id,
+                )?)
+            } else {
+                None
+            };
+            let task_codec = request_response::cbor::codec::Codec::default()
+                .set_request_size_maximum(wire::CONTROL_MESSAGE_BYTES_MAX)
+                .set_response_size_maximum(wire::CONTROL_MESSAGE_BYTES_MAX);
+            let blob_codec = request_response::cbor::codec::Codec::default()
+                .set_request_size_maximum(4096)
+                .set_response_size_maximum(wire::BLOB_RESPONSE_BYTES_MAX);
+            Ok(Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/plexus/1".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
+                mdns: mdns.into(),
+                gossipsub,
+                task: request_response::Behaviour::with_codec(
+                    task_codec,
+                    [(StreamProtocol::new(TASK_PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(TASK_REQUEST_TIMEOUT),
+                ),
+                blob: request_response::Behaviour::with_codec(
+                    blob_codec,
+                    [(StreamProtocol::new(BLOB_PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(BLOB_REQUEST_TIMEOUT),
+                ),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+
+    let topic = gossipsub::IdentTopic::new(wire::OFFER_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| setup(&e))?;
+
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
+        listeners.push((id, addr.clone()));
+    }
+    // Wait until each listener is bound or has failed, so a busy port is an error here.
+    let mut bound = Vec::new();
+    let mut pending: HashSet<_> = listeners.iter().map(|(id, _)| *id).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !pending.is_empty() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .map_err(|_| NetError::Setup("timed out binding the listen addresses".into()))?;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                pending.remove(&listener_id);
+                bound.push(address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let addr = listeners
+                    .iter()
+                    .find(|(id, _)| *id == listener_id)
+                    .map(|(_, a)| a.to_string())
+                    .unwrap_or_default();
+                let message = match reason {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "closed".into(),
+                };
+                return Err(NetError::Listen { addr, message });
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                let addr = listeners
+                    .iter()
+                    .find(|(id, _)| *id == listener_id)
+                    .map(|(_, a)| a.to_string())
+                    .unwrap_or_default();
+                return Err(NetError::Listen {
+                    addr,
+                    message: error.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    for addr in &config.bootstrap {
+        swarm.dial(addr.clone()).map_err(|e| NetError::Bootstrap {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        })?;
+    }
+
+    let local_peer_id = *swarm.local_peer_id();
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_MAX);
+    let actor = Actor {
+        swarm,
+        topic,
+        commands: command_rx,
+        events: event_tx,
+        task_replies: HashMap::new(),
+        blob_replies: HashMap::new(),
+        task_channels: HashMap::new(),
+        blob_channels: HashMap::new(),
+        next_inbound: 0,
+    };
+    tokio::spawn(actor.run());
+    Ok((
+        NetHandle {
+            commands: command_tx,
+            local_peer_id,
+        },
+        event_rx,
+        bound,
+    ))
+}
+
+struct Actor {
+    swarm: Swarm<Behaviour>,
+    topic: gossipsub::IdentTopic,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    task_replies: HashMap<OutboundRequestId, oneshot::Sender<Result<TaskResponse, NetError>>>,
+    blob_replies: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, NetError>>>,
+    task_channels: HashMap<InboundId, ResponseChannel<TaskResponse>>,
+    blob_channels: HashMap<InboundId, ResponseChannel<BlobResponse>>,
+    next_inbound: InboundId,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => return, // every handle dropped: the node is shutting down
+                },
+            }
+        }
+    }
+
+    async fn emit(&mut self, event: Event) {
+        // The node consuming events is gone only at shutdown.
+        let _ = self.events.send(event).await;
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let b = self.swarm.behaviour_mut();
+        match command {
+            Command::PublishOffer(offer) => match wire::encode(&offer) {
+                Ok(bytes) => {
+                    // No subscribed peer yet is normal at start; the next round reaches them.
+                    if let Err(e) = b.gossipsub.publish(self.topic.clone(), bytes) {
+                        tracing::debug!(target: "plexus::net", "offer not published: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(target: "plexus::net", "offer not encoded: {e}"),
+            },
+            Command::SendTask {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = b.task.send_request(&peer, *request);
+                self.task_replies.insert(id, reply);
+            }
+            Command::SendBlob {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = b.blob.send_request(&peer, request);
+                self.blob_replies.insert(id, reply);
+            }
+            Command::RespondTask { id, response } => {
+                if let Some(channel) = self.task_channels.remove(&id) {
+                    let _ = b.task.send_response(channel, response);
+                }
+            }
+            Command::RespondBlob { id, response } => {
+                if let Some(channel) = self.blob_channels.remove(&id) {
+                    let _ = b.blob.send_response(channel, response);
+                }
+            }
+            Command::Dial(addr) => {
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    tracing::warn!(target: "plexus::net", "dial {addr}: {e}");
+                }
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+        }
+    }
+
+    fn inbound_id(&mut self) -> Option<InboundId> {
+        if self.task_channels.len() + self.blob_channels.len() >= INBOUND_PENDING_MAX {
+            return None;
+        }
+        self.next_inbound += 1;
+        Some(self.next_inbound)
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => self.emit(Event::Listening(address)).await,
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => self.emit(Event::Connected(peer_id)).await,
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.emit(Event::Disconnected(peer_id)).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    if !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => self.emit(Event::RoundTrip { peer, rtt }).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                let Some(from) = message.source else { return };
+                match wire::decode::<Offer>(&message.data) {
+                    Ok(offer) => self.emit(Event::Offer { from, offer }).await,
+                    Err(e) => {
+                        tracing::warn!(target: "plexus::net", %from, "rejected an offer: {e}")
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Task(e)) => self.on_task_event(e).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Blob(e)) => self.on_blob_event(e).await,
+            _ => {}
+        }
+    }
+
+    async fn on_task_event(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => match self.inbound_id() {
+                Some(id) => {
+                    self.task_channels.insert(id, channel);
+                    self.emit(Event::TaskRequested {
+                        from: peer,
+                        id,
+                        request,
+                    })
+                    .await;
+                }
+                None => {
+                    let busy = TaskResponse::Refused {
+                        reason: "too many pending requests".into(),
+                    };
+                    let _ = self.swarm.behaviour_mut().task.send_response(channel, busy);
+                }
+            },
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.task_replies.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            E::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.task_replies.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        message: error.to_string(),
+                    }));
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                tracing::warn!(target: "plexus::net", %peer, "inbound task request failed: {error}");
+            }
+            E::ResponseSent { .. } => {}
+        }
+    }
+
+    async fn on_blob_event(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => match self.inbound_id() {
+                Some(id) => {
+                    self.blob_channels.insert(id, channel);
+                    self.emit(Event::BlobRequested {
+                        from: peer,
+                        id,
+                        request,
+                    })
+                    .await;
+                }
+                None => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blob
+                        .send_response(channel, BlobResponse::NotFound);
+                }
+            },
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.blob_replies.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            E::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.blob_replies.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer: peer.to_string(),
+                        message: error.to_string(),
+                    }));
+                }
+            }
+            E::InboundFailure { peer, error, .. } => {
+                tracing::warn!(target: "plexus::net", %peer, "inbound blob request failed: {error}");
+            }
+            E::ResponseSent { .. } => {}
+        }
+    }
+}

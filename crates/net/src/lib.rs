@@ -1,0 +1,30 @@
+//! The network: one libp2p swarm (TCP with Noise and Yamux, QUIC; identify,
+//! ping, mDNS, gossipsub for offers, request-response for tasks and blobs),
+//! owned by one task and reached through a cloneable [`NetHandle`] over a
+//! bounded channel, as in rust-libp2p's file-sharing example.
+//!
+//! Every message has a size limit; a message over it is dropped by the codec
+//! and logged. Results are signed with the node's key (see [`wire`]).
+
+mod actor;
+pub mod wire;
+
+pub use actor::{Event, InboundId, NetConfig, NetHandle, spawn};
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("listen on {addr}: {message}")]
+    Listen { addr: String, message: String },
+    #[error("bootstrap address {addr}: {message}")]
+    Bootstrap { addr: String, message: String },
+    #[error("network setup: {0}")]
+    Setup(String),
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("request to {peer} failed: {message}")]
+    Request { peer: String, message: String },
+    #[error("encode: {0}")]
+    Encode(String),
+}

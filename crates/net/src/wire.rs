@@ -1,0 +1,195 @@
+//! Messages on the wire, and their bounds. Everything here arrives from other
+//! peers: decode, bound, verify, then use.
+
+use libp2p::PeerId;
+use libp2p::identity::{Keypair, PublicKey};
+use serde::{Deserialize, Serialize};
+use types::{BlobHash, Outcome, OutputFile, TaskLimits};
+
+pub const OFFER_TOPIC: &str = "plexus/offers/v1";
+/// Control messages (offers, task requests and responses).
+pub const CONTROL_MESSAGE_BYTES_MAX: u64 = 1 << 20;
+/// One chunk of a blob per response.
+pub const BLOB_CHUNK_BYTES_MAX: u64 = 1 << 20;
+/// A blob response is a chunk plus a small envelope.
+pub const BLOB_RESPONSE_BYTES_MAX: u64 = BLOB_CHUNK_BYTES_MAX + 4096;
+/// An offer is valid this long after it was made.
+pub const OFFER_TTL_MS: u64 = 60_000;
+
+/// A provider's standing offer, published on [`OFFER_TOPIC`] (gossipsub
+/// signs it with the provider's key and we check the signer is the provider).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub slots_total: u32,
+    pub slots_free: u32,
+    /// Credits per billion fuel.
+    pub price_per_gfuel: u64,
+    /// The node's benchmark: fuel per second on one slot.
+    pub fuel_per_sec: u64,
+    pub engine: String,
+    pub expires_at_ms: u64,
+}
+
+/// One task, as the requester hands it to a provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub job_id: String,
+    pub task_index: u64,
+    pub attempt: u32,
+    pub module: BlobHash,
+    pub program: String,
+    pub inputs: Vec<(String, BlobHash)>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub seed: u64,
+    pub limits: TaskLimits,
+    pub entry: Option<String>,
+    pub canonicalize_nans: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TaskRequest {
+    Run(TaskAssignment),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TaskResponse {
+    Done(SignedResult),
+    /// The provider would not take the task (busy, limits); try elsewhere.
+    Refused {
+        reason: String,
+    },
+    /// The provider took it but could not run it (fetch failed, sandbox error).
+    Failed {
+        reason: String,
+    },
+}
+
+/// What a provider attests: everything that identifies the task, and what it
+/// produced. Signed whole, so it cannot be replayed for another task or attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultBody {
+    pub job_id: String,
+    pub task_index: u64,
+    pub attempt: u32,
+    pub module: BlobHash,
+    pub inputs: Vec<(String, BlobHash)>,
+    pub seed: u64,
+    pub limits: TaskLimits,
+    pub engine: String,
+    pub outcome: Outcome,
+    pub fuel_used: Option<u64>,
+    pub outputs: Vec<OutputFile>,
+    pub stderr_tail: Vec<u8>,
+    pub run_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedResult {
+    /// CBOR of [`ResultBody`].
+    pub body: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl SignedResult {
+    pub fn sign(keypair: &Keypair, body: &ResultBody) -> Result<SignedResult, crate::NetError> {
+        let bytes = encode(body)?;
+        let signature = keypair
+            .sign(&bytes)
+            .map_err(|e| crate::NetError::Encode(e.to_string()))?;
+        Ok(SignedResult {
+            body: bytes,
+            signature,
+        })
+    }
+
+    /// Checks the signature against the sender's key and decodes the body.
+    pub fn verify(&self, signer: &PeerId) -> Result<ResultBody, String> {
+        let key = public_key_of(signer).ok_or("the peer id does not embed a public key")?;
+        if !key.verify(&self.body, &self.signature) {
+            return Err("bad signature".into());
+        }
+        decode(&self.body)
+    }
+}
+
+/// Ed25519 peer ids embed their public key (an identity multihash).
+pub fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    let multihash: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    PublicKey::try_decode_protobuf(multihash.digest()).ok()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlobRequest {
+    pub hash: BlobHash,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BlobResponse {
+    Chunk { total_bytes: u64, bytes: Vec<u8> },
+    NotFound,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, crate::NetError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).map_err(|e| crate::NetError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.len() as u64 > CONTROL_MESSAGE_BYTES_MAX {
+        return Err(format!(
+            "message of {} bytes over CONTROL_MESSAGE_BYTES_MAX",
+            bytes.len()
+        ));
+    }
+    ciborium::from_reader(bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> ResultBody {
+        ResultBody {
+            job_id: "j".into(),
+            task_index: 3,
+            attempt: 1,
+            module: BlobHash::of(b"m"),
+            inputs: vec![],
+            seed: 9,
+            limits: TaskLimits::default(),
+            engine: "e".into(),
+            outcome: Outcome::Exited { code: 0 },
+            fuel_used: Some(5),
+            outputs: vec![],
+            stderr_tail: vec![],
+            run_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_signed_result_verifies_only_for_its_signer_and_bytes() {
+        let key = Keypair::generate_ed25519();
+        let signed = SignedResult::sign(&key, &body()).expect("sign");
+        assert_eq!(
+            signed.verify(&key.public().to_peer_id()).expect("valid"),
+            body()
+        );
+        let other = Keypair::generate_ed25519().public().to_peer_id();
+        assert!(signed.verify(&other).is_err(), "another peer's key");
+        let mut tampered = signed.clone();
+        let last = tampered.body.len() - 1;
+        tampered.body[last] ^= 1;
+        assert!(
+            tampered.verify(&key.public().to_peer_id()).is_err(),
+            "changed bytes"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Blobs over the network: serving chunks of stored blobs, and fetching a
+//! blob chunk by chunk from a peer into the store, refused unless its bytes
+//! hash to what was asked for.
+
+use net::wire::{BLOB_CHUNK_BYTES_MAX, BlobRequest, BlobResponse};
+use net::{InboundId, NetHandle, PeerId};
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use store::BlobStore;
+use types::BlobHash;
+
+pub(crate) fn serve(
+    net: &NetHandle,
+    blobs: &Arc<BlobStore>,
+    from: PeerId,
+    id: InboundId,
+    request: BlobRequest,
+) {
+    let net = net.clone();
+    let path = blobs.path(&request.hash);
+    tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || -> std::io::Result<BlobResponse> {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(BlobResponse::NotFound);
+                }
+                Err(e) => return Err(e),
+            };
+            let total_bytes = file.metadata()?.len();
+            let offset = request.offset.min(total_bytes);
+            file.seek(SeekFrom::Start(offset))?;
+            let len = (total_bytes - offset).min(BLOB_CHUNK_BYTES_MAX) as usize;
+            let mut bytes = vec![0u8; len];
+            file.read_exact(&mut bytes)?;
+            Ok(BlobResponse::Chunk { total_bytes, bytes })
+        })
+        .await;
+        let response = match read {
+            Ok(Ok(r)) => r,
+            _ => {
+                tracing::warn!(target: "plexus::blob", %from, "could not read blob {}", request.hash);
+                BlobResponse::NotFound
+            }
+        };
+        let _ = net.respond_blob(id, response).await;
+    });
+}
+
+/// Fetches a blob from `peer` unless the store has it already.
+pub(crate) async fn fetch(
+    net: &NetHandle,
+    blobs: &Arc<BlobStore>,
+    peer: PeerId,
+    hash: BlobHash,
+) -> Result<(), String> {
+    if blobs.contains(&hash) {
+        return Ok(());
+    }
+    let mut writer = blobs.writer().map_err(|e| e.to_string())?;
+    let mut offset = 0u64;
+    loop {
+        let response = net
+            .fetch_blob_chunk(peer, BlobRequest { hash, offset })
+            .await
+            .map_err(|e| e.to_string())?;
+        let (total_bytes, bytes) = match response {
+            BlobResponse::Chunk { total_bytes, bytes } => (total_bytes, bytes),
+            BlobResponse::NotFound => return Err(format!("{peer} does not have blob {hash}")),
+        };
+        if total_bytes > store::BLOB_BYTES_MAX || bytes.len() as u64 > BLOB_CHUNK_BYTES_MAX {
+            return Err(format!("{peer} sent an oversized blob {hash}"));
+        }
+        if bytes.is_empty() && offset < total_bytes {
+            return Err(format!("{peer} sent an empty chunk of blob {hash}"));
+        }
+        writer.write(&bytes).map_err(|e| e.to_string())?;
+        offset += bytes.len() as u64;
+        if offset >= total_bytes {
+            break;
+        }
+    }
+    writer.finish(&hash).map_err(|e| {
+        tracing::warn!(target: "plexus::blob", %peer, "rejected blob: {e}");
+        e.to_string()
+    })
+}

@@ -1,0 +1,352 @@
+//! A Plexus node: the actor that feeds events from the network, the sandbox
+//! and the clock into the requester's and the provider's state, and carries
+//! out what they decide. One task owns that state; the API reaches it
+//! through a [`NodeHandle`] over a bounded channel.
+//!
+//! Job state is in memory for now; durable jobs (SQLite) are the next step.
+
+mod blobs;
+mod provider;
+mod requester;
+
+use net::wire::Offer;
+use net::{Event, Keypair, Multiaddr, NetHandle, PeerId};
+use requester::Requester;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+pub use provider::ProviderConfig;
+pub use requester::{JobStatus, JobSubmission, ProviderShare};
+
+/// API requests waiting for the node.
+const API_QUEUE_MAX: usize = 256;
+/// Internal completions (tasks run, results fetched) waiting for the node.
+const INTERNAL_QUEUE_MAX: usize = 4096;
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("identity {path}: {message}")]
+    Identity { path: String, message: String },
+    #[error("{0}")]
+    Job(String),
+    #[error("no job {0}")]
+    UnknownJob(String),
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub provider: Option<ProviderConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub connected: bool,
+    pub rtt_ms: Option<f64>,
+    pub offer: Option<Offer>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub provider: Option<provider::ProviderStatus>,
+}
+
+enum ApiRequest {
+    Submit(JobSubmission, oneshot::Sender<Result<String, NodeError>>),
+    Status(String, oneshot::Sender<Result<JobStatus, NodeError>>),
+    List(oneshot::Sender<Vec<JobStatus>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Info(oneshot::Sender<NodeInfo>),
+}
+
+/// Talks to a running node; cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    requests: mpsc::Sender<ApiRequest>,
+}
+
+impl NodeHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+    pub async fn submit(&self, job: JobSubmission) -> Result<String, NodeError> {
+        self.ask(|tx| ApiRequest::Submit(job, tx)).await?
+    }
+    pub async fn status(&self, id: String) -> Result<JobStatus, NodeError> {
+        self.ask(|tx| ApiRequest::Status(id, tx)).await?
+    }
+    pub async fn jobs(&self) -> Result<Vec<JobStatus>, NodeError> {
+        self.ask(ApiRequest::List).await
+    }
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        self.ask(ApiRequest::Peers).await
+    }
+    pub async fn info(&self) -> Result<NodeInfo, NodeError> {
+        self.ask(ApiRequest::Info).await
+    }
+}
+
+/// Things that finished off the node task and come back to it.
+pub(crate) enum Internal {
+    Requester(requester::Completion),
+    ProviderDone { ran_ms: u64 },
+}
+
+/// Loads the node's ed25519 identity, creating it on first start.
+pub fn load_identity(data_dir: &std::path::Path) -> Result<Keypair, NodeError> {
+    let path = data_dir.join("identity.key");
+    let err = |message: String| NodeError::Identity {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
+            let key = Keypair::generate_ed25519();
+            let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
+            let tmp = data_dir.join("identity.key.tmp");
+            std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
+            std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+pub struct StartedNode {
+    pub handle: NodeHandle,
+    pub peer_id: PeerId,
+    pub listen: Vec<Multiaddr>,
+}
+
+/// Starts the node's tasks on the current tokio runtime.
+pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
+    let keypair = load_identity(&config.data_dir)?;
+    let blobs = Arc::new(store::BlobStore::open(config.data_dir.join("blobs"))?);
+    let (net, events, listen) = net::spawn(net::NetConfig {
+        keypair: keypair.clone(),
+        listen: config.listen.clone(),
+        bootstrap: config.bootstrap.clone(),
+        mdns: config.mdns,
+    })
+    .await?;
+    let peer_id = net.local_peer_id;
+    let provider = match config.provider {
+        // The benchmark runs the sandbox, which must not block the async runtime.
+        Some(p) => {
+            let (data_dir, keypair, blobs) =
+                (config.data_dir.clone(), keypair.clone(), blobs.clone());
+            let made = tokio::task::spawn_blocking(move || {
+                provider::Provider::new(p, &data_dir, keypair, blobs)
+            })
+            .await
+            .map_err(|e| NodeError::Job(format!("provider setup panicked: {e}")))?;
+            Some(made?)
+        }
+        None => None,
+    };
+    let (api_tx, api_rx) = mpsc::channel(API_QUEUE_MAX);
+    let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE_MAX);
+    let node = Node {
+        net: net.clone(),
+        listen: listen.clone(),
+        requester: Requester::new(
+            config.data_dir.clone(),
+            blobs.clone(),
+            net.clone(),
+            internal_tx.clone(),
+        ),
+        provider,
+        blobs,
+        peers: HashMap::new(),
+        internal: internal_tx,
+    };
+    tokio::spawn(node.run(events, api_rx, internal_rx));
+    Ok(StartedNode {
+        handle: NodeHandle { requests: api_tx },
+        peer_id,
+        listen,
+    })
+}
+
+struct PeerState {
+    connected: bool,
+    rtt: Option<Duration>,
+    offer: Option<(Offer, Instant)>,
+}
+
+struct Node {
+    net: NetHandle,
+    listen: Vec<Multiaddr>,
+    requester: Requester,
+    provider: Option<provider::Provider>,
+    blobs: Arc<store::BlobStore>,
+    peers: HashMap<PeerId, PeerState>,
+    internal: mpsc::Sender<Internal>,
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut api: mpsc::Receiver<ApiRequest>,
+        mut internal: mpsc::Receiver<Internal>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(e) => self.on_net_event(e).await,
+                    None => return,
+                },
+                request = api.recv() => match request {
+                    Some(r) => self.on_api(r),
+                    None => return,
+                },
+                Some(done) = internal.recv() => self.on_internal(done),
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+    }
+
+    fn peer(&mut self, peer: PeerId) -> &mut PeerState {
+        self.peers.entry(peer).or_insert(PeerState {
+            connected: false,
+            rtt: None,
+            offer: None,
+        })
+    }
+
+    async fn on_net_event(&mut self, event: Event) {
+        match event {
+            Event::Listening(addr) => {
+                if !self.listen.contains(&addr) {
+                    self.listen.push(addr);
+                }
+            }
+            Event::Connected(peer) => {
+                self.peer(peer).connected = true;
+                if let Some(p) = &mut self.provider {
+                    p.publish_offer_soon();
+                }
+            }
+            Event::Disconnected(peer) => {
+                self.peer(peer).connected = false;
+                self.requester.on_disconnect(peer);
+            }
+            Event::RoundTrip { peer, rtt } => self.peer(peer).rtt = Some(rtt),
+            Event::Offer { from, offer } => {
+                self.peer(from).offer = Some((offer, Instant::now()));
+            }
+            Event::TaskRequested { from, id, request } => match &mut self.provider {
+                Some(p) => p.on_task_request(from, id, request, &self.net, &self.internal),
+                None => {
+                    let refused = net::wire::TaskResponse::Refused {
+                        reason: "this node does not provide".into(),
+                    };
+                    let _ = self.net.respond_task(id, refused).await;
+                }
+            },
+            Event::BlobRequested { from, id, request } => {
+                blobs::serve(&self.net, &self.blobs, from, id, request)
+            }
+        }
+    }
+
+    fn on_api(&mut self, request: ApiRequest) {
+        match request {
+            ApiRequest::Submit(job, reply) => {
+                let _ = reply.send(self.requester.submit(job));
+            }
+            ApiRequest::Status(id, reply) => {
+                let _ = reply.send(self.requester.status(&id).ok_or(NodeError::UnknownJob(id)));
+            }
+            ApiRequest::List(reply) => {
+                let _ = reply.send(self.requester.list());
+            }
+            ApiRequest::Peers(reply) => {
+                let mut peers: Vec<PeerInfo> = self
+                    .peers
+                    .iter()
+                    .map(|(id, p)| PeerInfo {
+                        peer_id: id.to_string(),
+                        connected: p.connected,
+                        rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                        offer: p.offer.as_ref().map(|(o, _)| o.clone()),
+                    })
+                    .collect();
+                peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+                let _ = reply.send(peers);
+            }
+            ApiRequest::Info(reply) => {
+                let _ = reply.send(NodeInfo {
+                    peer_id: self.net.local_peer_id.to_string(),
+                    listen: self.listen.iter().map(|a| a.to_string()).collect(),
+                    provider: self.provider.as_ref().map(|p| p.status()),
+                });
+            }
+        }
+    }
+
+    fn on_internal(&mut self, done: Internal) {
+        match done {
+            Internal::Requester(c) => self.requester.on_completion(c),
+            Internal::ProviderDone { ran_ms } => {
+                if let Some(p) = &mut self.provider {
+                    p.on_done(ran_ms);
+                }
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        // Offers expire; an expired one is as good as none.
+        let ttl = Duration::from_millis(net::wire::OFFER_TTL_MS);
+        for p in self.peers.values_mut() {
+            if p.offer
+                .as_ref()
+                .is_some_and(|(_, at)| now.duration_since(*at) > ttl)
+            {
+                p.offer = None;
+            }
+        }
+        if let Some(p) = &mut self.provider {
+            p.maybe_publish(&self.net).await;
+        }
+        let live: Vec<(PeerId, Offer, Option<Duration>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected)
+            .filter_map(|(id, p)| p.offer.as_ref().map(|(o, _)| (*id, o.clone(), p.rtt)))
+            .collect();
+        self.requester.dispatch(&live);
+    }
+}

@@ -1,0 +1,347 @@
+//! The provider side: publish offers, take tasks up to the free slots (plus
+//! a short queue), fetch their module and inputs by hash, run them in the
+//! sandbox, keep the outputs as blobs, and answer with a signed result.
+
+use crate::{Internal, NodeError, blobs};
+use net::wire::{self, Offer, ResultBody, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
+use net::{InboundId, Keypair, NetHandle, PeerId};
+use sandbox::{InputDir, Sandbox, SandboxConfig, TaskRun};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use store::BlobStore;
+use tokio::sync::{Semaphore, mpsc};
+
+/// Tasks accepted beyond the free slots, waiting for one (the requester's prefetch).
+pub const QUEUED_TASKS_MAX: u32 = 4;
+const OFFER_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct ProviderConfig {
+    pub slots: u32,
+    pub price_per_gfuel: u64,
+    /// The most memory one task may ask for.
+    pub task_memory_bytes_max: u64,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ProviderStatus {
+    pub slots_total: u32,
+    pub slots_free: u32,
+    pub tasks_run: u64,
+    pub fuel_used: u64,
+    pub fuel_per_sec: u64,
+    pub price_per_gfuel: u64,
+}
+
+pub(crate) struct Provider {
+    config: ProviderConfig,
+    keypair: Keypair,
+    blobs: Arc<BlobStore>,
+    sandbox: Arc<Sandbox>,
+    sandbox_nan_canonical: Arc<Sandbox>,
+    slots: Arc<Semaphore>,
+    accepted: u32,
+    work_dir: PathBuf,
+    fuel_per_sec: u64,
+    fuel_used: Arc<AtomicU64>,
+    tasks_run: u64,
+    next_offer: Instant,
+    cores: u32,
+    memory_bytes: u64,
+}
+
+impl Provider {
+    pub fn new(
+        config: ProviderConfig,
+        data_dir: &Path,
+        keypair: Keypair,
+        blobs: Arc<BlobStore>,
+    ) -> Result<Provider, NodeError> {
+        let cache_dir = Some(data_dir.join("cache/modules"));
+        let sandbox = Arc::new(Sandbox::new(SandboxConfig {
+            cache_dir: cache_dir.clone(),
+            parallel_compilation: false,
+            ..SandboxConfig::default()
+        })?);
+        let sandbox_nan_canonical = Arc::new(Sandbox::new(SandboxConfig {
+            cache_dir,
+            parallel_compilation: false,
+            nan_canonicalization: true,
+            ..SandboxConfig::default()
+        })?);
+        let work_dir = data_dir.join("work");
+        std::fs::create_dir_all(&work_dir)
+            .map_err(|e| NodeError::Job(format!("create {}: {e}", work_dir.display())))?;
+        let fuel_per_sec = benchmark(&sandbox, &work_dir)?;
+        Ok(Provider {
+            slots: Arc::new(Semaphore::new(config.slots as usize)),
+            config,
+            keypair,
+            blobs,
+            sandbox,
+            sandbox_nan_canonical,
+            accepted: 0,
+            work_dir,
+            fuel_per_sec,
+            fuel_used: Arc::new(AtomicU64::new(0)),
+            tasks_run: 0,
+            next_offer: Instant::now(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_bytes: total_memory_bytes(),
+        })
+    }
+
+    pub fn status(&self) -> ProviderStatus {
+        ProviderStatus {
+            slots_total: self.config.slots,
+            slots_free: self.config.slots.saturating_sub(self.accepted),
+            tasks_run: self.tasks_run,
+            fuel_used: self.fuel_used.load(Ordering::Relaxed),
+            fuel_per_sec: self.fuel_per_sec,
+            price_per_gfuel: self.config.price_per_gfuel,
+        }
+    }
+
+    pub fn publish_offer_soon(&mut self) {
+        self.next_offer = Instant::now();
+    }
+
+    pub async fn maybe_publish(&mut self, net: &NetHandle) {
+        if Instant::now() < self.next_offer {
+            return;
+        }
+        self.next_offer = Instant::now() + OFFER_INTERVAL;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let status = self.status();
+        let offer = Offer {
+            cores: self.cores,
+            memory_bytes: self.memory_bytes,
+            slots_total: status.slots_total,
+            slots_free: status.slots_free,
+            price_per_gfuel: self.config.price_per_gfuel,
+            fuel_per_sec: self.fuel_per_sec,
+            engine: self.sandbox.engine_identity().to_owned(),
+            expires_at_ms: now_ms + wire::OFFER_TTL_MS,
+        };
+        let _ = net.publish_offer(offer).await;
+    }
+
+    pub fn on_done(&mut self, _ran_ms: u64) {
+        self.accepted = self.accepted.saturating_sub(1);
+        self.tasks_run += 1;
+    }
+
+    pub fn on_task_request(
+        &mut self,
+        from: PeerId,
+        id: InboundId,
+        request: TaskRequest,
+        net: &NetHandle,
+        internal: &mpsc::Sender<Internal>,
+    ) {
+        let TaskRequest::Run(task) = request;
+        let refuse = |reason: String| {
+            let net = net.clone();
+            tokio::spawn(async move {
+                let _ = net.respond_task(id, TaskResponse::Refused { reason }).await;
+            });
+        };
+        if self.accepted >= self.config.slots + QUEUED_TASKS_MAX {
+            return refuse(format!("busy: {} tasks accepted", self.accepted));
+        }
+        if task.limits.memory_bytes_max > self.config.task_memory_bytes_max {
+            return refuse(format!(
+                "task asks for {} bytes of memory, this provider allows {}",
+                task.limits.memory_bytes_max, self.config.task_memory_bytes_max
+            ));
+        }
+        self.accepted += 1;
+        let job = RunJob {
+            from,
+            task,
+            net: net.clone(),
+            blobs: self.blobs.clone(),
+            sandbox: self.sandbox.clone(),
+            keypair: self.keypair.clone(),
+            slots: self.slots.clone(),
+            work_dir: self.work_dir.clone(),
+            fuel_used: self.fuel_used.clone(),
+        };
+        let job = if job.task.canonicalize_nans {
+            RunJob {
+                sandbox: self.sandbox_nan_canonical.clone(),
+                ..job
+            }
+        } else {
+            job
+        };
+        let internal = internal.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = job.run().await.unwrap_or_else(|reason| {
+                tracing::warn!(target: "plexus::provider", "task failed: {reason}");
+                TaskResponse::Failed { reason }
+            });
+            let _ = job.net.respond_task(id, response).await;
+            let _ = internal
+                .send(Internal::ProviderDone {
+                    ran_ms: started.elapsed().as_millis() as u64,
+                })
+                .await;
+        });
+    }
+}
+
+struct RunJob {
+    from: PeerId,
+    task: TaskAssignment,
+    net: NetHandle,
+    blobs: Arc<BlobStore>,
+    sandbox: Arc<Sandbox>,
+    keypair: Keypair,
+    slots: Arc<Semaphore>,
+    work_dir: PathBuf,
+    fuel_used: Arc<AtomicU64>,
+}
+
+impl RunJob {
+    async fn run(&self) -> Result<TaskResponse, String> {
+        let t = &self.task;
+        blobs::fetch(&self.net, &self.blobs, self.from, t.module).await?;
+        for (_, hash) in &t.inputs {
+            blobs::fetch(&self.net, &self.blobs, self.from, *hash).await?;
+        }
+        let _permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_owned())?;
+        let (sandbox, blobs, task, work_dir) = (
+            self.sandbox.clone(),
+            self.blobs.clone(),
+            t.clone(),
+            self.work_dir.clone(),
+        );
+        let body = tokio::task::spawn_blocking(move || execute(&sandbox, &blobs, &task, &work_dir))
+            .await
+            .map_err(|e| format!("task panicked: {e}"))??;
+        self.fuel_used
+            .fetch_add(body.fuel_used.unwrap_or(0), Ordering::Relaxed);
+        let signed = SignedResult::sign(&self.keypair, &body).map_err(|e| e.to_string())?;
+        Ok(TaskResponse::Done(signed))
+    }
+}
+
+fn execute(
+    sandbox: &Sandbox,
+    blobs: &BlobStore,
+    t: &TaskAssignment,
+    work_dir: &Path,
+) -> Result<ResultBody, String> {
+    let bytes =
+        std::fs::read(blobs.path(&t.module)).map_err(|e| format!("module {}: {e}", t.module))?;
+    let module = sandbox.load(&bytes).map_err(|e| e.to_string())?;
+    let inputs: Vec<(String, PathBuf)> = t
+        .inputs
+        .iter()
+        .map(|(name, hash)| (name.clone(), blobs.path(hash)))
+        .collect();
+    let staged = if inputs.is_empty() {
+        None
+    } else {
+        Some(InputDir::stage(&work_dir.join("inputs"), &inputs).map_err(|e| e.to_string())?)
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("task-")
+        .tempdir_in(work_dir)
+        .map_err(|e| e.to_string())?;
+    let out = scratch.path().join("out");
+    let report = sandbox
+        .run(
+            &module,
+            &TaskRun {
+                program: &t.program,
+                args: &t.args,
+                env: &t.env,
+                inputs: staged.as_ref(),
+                output_dir: &out,
+                seed: t.seed,
+                limits: t.limits,
+                entry: t.entry.as_deref(),
+                allow_missing_imports: false,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    // Outputs become blobs, served to the requester by hash.
+    for output in &report.outputs {
+        let stored = blobs
+            .put_file(&out.join(&output.name))
+            .map_err(|e| e.to_string())?;
+        if stored != output.hash {
+            return Err(format!("output {} changed while being stored", output.name));
+        }
+    }
+    Ok(ResultBody {
+        job_id: t.job_id.clone(),
+        task_index: t.task_index,
+        attempt: t.attempt,
+        module: t.module,
+        inputs: t.inputs.clone(),
+        seed: t.seed,
+        limits: t.limits,
+        engine: sandbox.engine_identity().to_owned(),
+        outcome: report.outcome,
+        fuel_used: report.fuel_used.map(|f| f.0),
+        outputs: report.outputs,
+        stderr_tail: report.stderr_tail,
+        run_ms: report.run_ms,
+    })
+}
+
+/// Fuel per second on one slot, from a small built-in Mandelbrot tile.
+fn benchmark(sandbox: &Sandbox, work_dir: &Path) -> Result<u64, NodeError> {
+    let bytes = guests::builtin("mandelbrot")
+        .ok_or_else(|| NodeError::Job("the mandelbrot workload is not built in".into()))?;
+    let module = sandbox.load(bytes)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("bench-")
+        .tempdir_in(work_dir)
+        .map_err(|e| NodeError::Job(e.to_string()))?;
+    let args: Vec<String> = ["--size", "256", "--per-side", "1", "--tile", "0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let started = Instant::now();
+    let report = sandbox.run(
+        &module,
+        &TaskRun {
+            program: "mandelbrot",
+            args: &args,
+            env: &[],
+            inputs: None,
+            output_dir: &scratch.path().join("out"),
+            seed: 0,
+            limits: types::TaskLimits::default(),
+            entry: None,
+            allow_missing_imports: false,
+        },
+    )?;
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    Ok((report.fuel_used.map_or(0, |f| f.0) as f64 / secs) as u64)
+}
+
+fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}

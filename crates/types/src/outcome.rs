@@ -1,0 +1,59 @@
+//! How a task ended, and what it left: the part of a result every crate shares.
+
+use crate::BlobHash;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The guest returned from its entry point (code 0) or called `proc_exit`.
+    Exited {
+        code: i32,
+    },
+    Trapped {
+        trap: Trap,
+    },
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        *self == Outcome::Exited { code: 0 }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited { code } => write!(f, "exited with code {code}"),
+            Outcome::Trapped { trap } => write!(f, "trapped: {trap}"),
+        }
+    }
+}
+
+/// Why a task stopped before it finished: limits first, then the guest's own faults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "trap", rename_all = "snake_case")]
+pub enum Trap {
+    #[error("out of fuel (limit {fuel_limit})")]
+    OutOfFuel { fuel_limit: u64 },
+    #[error("out of memory (limit {limit_bytes} bytes)")]
+    OutOfMemory { limit_bytes: u64 },
+    #[error("deadline of {deadline_ms} ms passed")]
+    Deadline { deadline_ms: u64 },
+    #[error("output larger than the limit of {limit_bytes} bytes")]
+    OutputTooLarge { limit_bytes: u64 },
+    #[error("stack overflow")]
+    StackOverflow,
+    #[error("invalid output: {message}")]
+    InvalidOutput { message: String },
+    #[error("guest trap: {message}")]
+    Guest { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path under `/out`, with `/` separators.
+    pub name: String,
+    pub size_bytes: u64,
+    pub hash: BlobHash,
+}

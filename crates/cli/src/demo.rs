@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 /// The demo's job and scene travel inside the binary, so it runs from anywhere.
 const DEMO_JOB: &str = include_str!("../../../examples/render.toml");
 const DEMO_SCENE: &str = include_str!("../../../examples/scenes/demo.gltf");
-const PROVIDERS: usize = 3;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
@@ -26,6 +25,9 @@ pub struct DemoArgs {
     /// Where the rendered image goes
     #[arg(long, default_value = "demo-output")]
     out: PathBuf,
+    /// How many provider processes to start
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    providers: u16,
 }
 
 /// Every process the demo started; killed when dropped.
@@ -87,11 +89,12 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
     std::fs::write(job_dir.join("render.toml"), DEMO_JOB)?;
     std::fs::write(job_dir.join("scenes/demo.gltf"), DEMO_SCENE)?;
 
-    eprintln!("starting a requester and {PROVIDERS} providers on loopback");
+    let provider_count = a.providers as usize;
+    eprintln!("starting a requester and {provider_count} providers on loopback");
     let requester = start_node(processes, &root.path().join("requester"), &[])?;
     let bootstrap = requester.tcp_addr.clone();
     let mut providers = Vec::new();
-    for i in 0..PROVIDERS {
+    for i in 0..provider_count {
         let data = root.path().join(format!("provider-{i}"));
         providers.push(start_node(
             processes,
@@ -107,12 +110,12 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
             .iter()
             .filter(|p| p.connected && p.offer.is_some())
             .count();
-        if offering >= PROVIDERS {
+        if offering >= provider_count {
             break;
         }
         if started.elapsed() > STARTUP_TIMEOUT {
             bail!(
-                "only {offering} of {PROVIDERS} providers offered their time within {} s",
+                "only {offering} of {provider_count} providers offered their time within {} s",
                 STARTUP_TIMEOUT.as_secs()
             );
         }
@@ -121,7 +124,7 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
     eprintln!(
         "network up in {:.1} s: {} providers offering",
         started.elapsed().as_secs_f64(),
-        PROVIDERS
+        provider_count
     );
 
     let id = job::submit(&client, &job_dir.join("render.toml"))?;

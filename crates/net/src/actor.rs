@@ -23,6 +23,7 @@ pub const INBOUND_PENDING_MAX: usize = 4096;
 /// A task request stays open while the provider runs the task.
 const TASK_REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
 const BLOB_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 const TASK_PROTOCOL: &str = "/plexus/task/1";
 const BLOB_PROTOCOL: &str = "/plexus/blob/1";
@@ -243,6 +244,7 @@ pub async fn spawn(
 
     let mut listeners = Vec::new();
     for addr in &config.listen {
+        ensure_port_free(addr)?;
         let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
@@ -297,11 +299,60 @@ pub async fn spawn(
             _ => {}
         }
     }
+    // Dial the bootstrap peers and wait for each to connect or fail: a
+    // network joined through nothing but unreachable addresses is an error.
+    let mut dials = HashMap::new();
     for addr in &config.bootstrap {
-        swarm.dial(addr.clone()).map_err(|e| NetError::Bootstrap {
+        let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+            .address(addr.clone())
+            .build();
+        dials.insert(opts.connection_id(), addr.clone());
+        swarm.dial(opts).map_err(|e| NetError::Bootstrap {
             addr: addr.to_string(),
             message: e.to_string(),
         })?;
+    }
+    let mut joined = Vec::new();
+    let mut failures = Vec::new();
+    let deadline = tokio::time::Instant::now() + BOOTSTRAP_TIMEOUT;
+    while !dials.is_empty() {
+        let Ok(event) = tokio::time::timeout_at(deadline, swarm.select_next_some()).await else {
+            failures.extend(dials.drain().map(|(_, a)| (a, "timed out".to_owned())));
+            break;
+        };
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                dials.remove(&connection_id);
+                if !joined.contains(&peer_id) {
+                    joined.push(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(addr) = dials.remove(&connection_id) {
+                    failures.push((addr, error.to_string().replace('\n', " ")));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !config.bootstrap.is_empty() && joined.is_empty() {
+        let (addr, message) = failures
+            .into_iter()
+            .next()
+            .map(|(a, m)| (a.to_string(), m))
+            .unwrap_or_default();
+        return Err(NetError::Bootstrap {
+            addr,
+            message: format!("unreachable: {message}"),
+        });
     }
 
     let local_peer_id = *swarm.local_peer_id();
@@ -318,7 +369,7 @@ pub async fn spawn(
         blob_channels: HashMap::new(),
         next_inbound: 0,
     };
-    tokio::spawn(actor.run());
+    tokio::spawn(actor.run(joined));
     Ok((
         NetHandle {
             commands: command_tx,
@@ -327,6 +378,36 @@ pub async fn spawn(
         event_rx,
         bound,
     ))
+}
+
+/// libp2p binds listening sockets with SO_REUSEPORT (so dials can reuse the
+/// port), which lets a second node silently share a busy port. A plain bind
+/// first turns that into the error a user expects.
+fn ensure_port_free(addr: &Multiaddr) -> Result<(), NetError> {
+    use libp2p::multiaddr::Protocol;
+    let mut ip = None;
+    for p in addr.iter() {
+        let busy = |e: std::io::Error| NetError::Listen {
+            addr: addr.to_string(),
+            message: format!("port in use: {e}"),
+        };
+        match p {
+            Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+            Protocol::Tcp(port) if port != 0 => {
+                if let Some(ip) = ip {
+                    std::net::TcpListener::bind((ip, port)).map_err(busy)?;
+                }
+            }
+            Protocol::Udp(port) if port != 0 => {
+                if let Some(ip) = ip {
+                    std::net::UdpSocket::bind((ip, port)).map_err(busy)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 struct Actor {
@@ -342,7 +423,10 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self) {
+    async fn run(mut self, already_connected: Vec<PeerId>) {
+        for peer in already_connected {
+            self.emit(Event::Connected(peer)).await;
+        }
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,

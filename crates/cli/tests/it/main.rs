@@ -1,5 +1,7 @@
 //! The `plexus` binary end to end: real processes, real files.
 
+mod network;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -100,12 +102,52 @@ fn image_stats(path: &str) -> (u32, u32, f64, f64) {
     (w, h, std_dev, diff / n)
 }
 
+fn demo_processes() -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("plexus-demo-") {
+            count += 1;
+        }
+    }
+    count
+}
+
 #[test]
-fn the_demo_render_is_a_recognisable_picture() {
+fn the_demo_render_is_a_recognisable_picture_and_the_demo_network_renders_it_identically() {
     let env = Env::new();
     let out = env.path("out");
     let summary = env.run_job("examples/render.toml", &out, &[]);
     assert_eq!(summary["tasks"], 64);
+
+    let demo_out = env.path("demo-output");
+    let demo = env.plexus(&["demo", "--out", &demo_out]);
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let local = std::fs::read(format!("{out}/render.png")).expect("local render");
+    let network = std::fs::read(format!("{demo_out}/render.png")).expect("demo render");
+    assert!(
+        local == network,
+        "the demo's image is byte-identical to the local run"
+    );
+    for i in 0..3 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("provider {i} ")))
+            .expect("a line per provider");
+        let tasks: u64 = line
+            .split(':')
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("task count");
+        assert!(tasks >= 1, "provider {i} ran at least one task: {line}");
+    }
+    assert_eq!(demo_processes(), 0, "the demo leaves no process behind");
     let (w, h, std_dev, edge) = image_stats(&format!("{out}/render.png"));
     assert_eq!((w, h), (1280, 720));
     // Reference run (2026-11-26): luminance spread 51.4, mean neighbour

@@ -1,0 +1,330 @@
+//! Nodes as real processes on loopback: discovery, a job across providers,
+//! a provider killed mid-job, and the errors a user meets at start.
+
+use crate::Env;
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `plexus node` process, killed (SIGKILL) when dropped.
+struct NodeProcess {
+    child: Child,
+    peer_id: String,
+    tcp: String,
+    api: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProcess {
+    fn start(env: &Env, name: &str, args: &[&str]) -> NodeProcess {
+        let dir = env.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let log = dir.join("stdout.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("node")
+            .args(["--api", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start plexus node");
+        // Owned by the guard at once, so a failed start still kills it.
+        let mut node = NodeProcess {
+            child,
+            peer_id: String::new(),
+            tcp: String::new(),
+            api: String::new(),
+        };
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+            };
+            if let (Some(peer_id), Some(tcp), Some(api)) =
+                (field("peer id"), field("listening"), field("api"))
+            {
+                (node.peer_id, node.tcp, node.api) = (peer_id, tcp, api);
+                return node;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "node {name} did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut response = ureq::get(&format!("{}{path}", self.api))
+            .call()
+            .expect("API answers");
+        response.body_mut().read_json().expect("JSON")
+    }
+
+    fn connected_to(&self, other: &NodeProcess) -> bool {
+        let peers = self.get("/api/peers");
+        peers.as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["peer_id"] == other.peer_id.as_str() && p["connected"] == true)
+        })
+    }
+
+    fn offers(&self) -> usize {
+        let peers = self.get("/api/peers");
+        peers.as_array().map_or(0, |ps| {
+            ps.iter()
+                .filter(|p| p["connected"] == true && !p["offer"].is_null())
+                .count()
+        })
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn two_nodes_find_each_other_through_bootstrap_alone() {
+    let env = Env::new();
+    let a = NodeProcess::start(
+        &env,
+        "a",
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+    );
+    let b = NodeProcess::start(
+        &env,
+        "b",
+        &[
+            "--listen",
+            "/ip4/127.0.0.2/tcp/0",
+            "--no-mdns",
+            "--bootstrap",
+            &a.tcp,
+        ],
+    );
+    wait_until("b sees a", Duration::from_secs(5), || b.connected_to(&a));
+    wait_until("a sees b", Duration::from_secs(5), || a.connected_to(&b));
+}
+
+#[test]
+fn two_nodes_without_bootstrap_find_each_other_by_mdns() {
+    let env = Env::new();
+    let a = NodeProcess::start(&env, "a", &[]);
+    let b = NodeProcess::start(&env, "b", &[]);
+    wait_until("mDNS discovery", Duration::from_secs(5), || {
+        b.connected_to(&a) && a.connected_to(&b)
+    });
+}
+
+#[test]
+fn a_busy_port_or_an_unreachable_bootstrap_is_a_one_line_error() {
+    let env = Env::new();
+    let a = NodeProcess::start(
+        &env,
+        "a",
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+    );
+    let port = a.tcp.split('/').nth(4).expect("port").to_owned();
+    let busy = env.plexus(&[
+        "node",
+        "--no-mdns",
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+    ]);
+    crate::assert_one_line_error(&busy, &["port in use"]);
+    let api_port = a.api.rsplit(':').next().expect("api port").to_owned();
+    let busy_api = env.plexus(&[
+        "node",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--api",
+        &format!("127.0.0.1:{api_port}"),
+    ]);
+    crate::assert_one_line_error(&busy_api, &["API address"]);
+    let unreachable = env.plexus(&[
+        "node",
+        "--no-mdns",
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--bootstrap",
+        "/ip4/127.0.0.1/tcp/1",
+    ]);
+    crate::assert_one_line_error(
+        &unreachable,
+        &["bootstrap address /ip4/127.0.0.1/tcp/1", "unreachable"],
+    );
+}
+
+/// 64 Mandelbrot tiles of a 4096² image: enough work to kill a provider mid-job.
+fn big_mandelbrot_job(env: &Env) -> String {
+    env.write(
+        "mandel.toml",
+        r#"
+name = "mandel-4096"
+module = "builtin:mandelbrot"
+args = ["--size", "4096", "--per-side", "8", "--tile", "{tile}"]
+[tasks]
+tile = { start = 0, end = 64 }
+[assemble]
+kind = "tiles-png"
+output = "mandel.png"
+"#,
+    )
+}
+
+fn submit_and_follow(
+    env: &Env,
+    requester: &NodeProcess,
+    job: &str,
+    mut during: impl FnMut(&Value),
+) -> Value {
+    let output = env.plexus(&["job", "submit", job, "--api", &requester.api]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let started = Instant::now();
+    loop {
+        let status = requester.get(&format!("/api/jobs/{id}"));
+        during(&status);
+        if status["state"] == "completed" || status["state"] == "failed" {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "job did not finish: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn fetch_result(env: &Env, requester: &NodeProcess, status: &Value, dir: &str) -> Vec<u8> {
+    let id = status["id"].as_str().expect("id");
+    let output = env.plexus(&[
+        "job",
+        "results",
+        id,
+        "--out",
+        &env.path(dir),
+        "--api",
+        &requester.api,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(env.path(&format!("{dir}/mandel.png"))).expect("result png")
+}
+
+#[test]
+fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() {
+    let env = Env::new();
+    let job = big_mandelbrot_job(&env);
+    let local = env.run_job(&job, &env.path("local"), &[]);
+    let local_png = std::fs::read(env.path("local/mandel.png")).expect("local png");
+
+    let requester = NodeProcess::start(
+        &env,
+        "requester",
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+    );
+    let provider_args = |_: usize| {
+        vec![
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--provide",
+            "--slots",
+            "1",
+            "--bootstrap",
+            &requester.tcp,
+        ]
+    };
+    let mut providers: Vec<Option<NodeProcess>> = (0..3)
+        .map(|i| {
+            Some(NodeProcess::start(
+                &env,
+                &format!("p{i}"),
+                &provider_args(i),
+            ))
+        })
+        .collect();
+    wait_until("three offers", Duration::from_secs(30), || {
+        requester.offers() >= 3
+    });
+
+    // Undisturbed.
+    let status = submit_and_follow(&env, &requester, &job, |_| {});
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["checksum"], local["checksum"]);
+    assert_eq!(
+        fetch_result(&env, &requester, &status, "net1"),
+        local_png,
+        "byte-identical to the local run"
+    );
+    let busy = status["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .filter(|p| p["tasks_done"].as_u64() > Some(0))
+        .count();
+    assert_eq!(busy, 3, "every provider ran tasks: {status}");
+
+    // One provider killed with SIGKILL in the middle.
+    let victim = providers[0].as_ref().expect("provider").peer_id.clone();
+    let mut killed = false;
+    let status = submit_and_follow(&env, &requester, &job, |s| {
+        if !killed && s["tasks_done"].as_u64().unwrap_or(0) >= 12 {
+            providers[0] = None; // dropped: SIGKILL
+            killed = true;
+        }
+    });
+    assert!(killed, "the job outlived the kill point");
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(
+        fetch_result(&env, &requester, &status, "net2"),
+        local_png,
+        "identical despite the kill"
+    );
+    let victim_share = status["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["peer_id"] == victim.as_str())
+        .cloned();
+    let others: u64 = status["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .filter(|p| p["peer_id"] != victim.as_str())
+        .filter_map(|p| p["tasks_done"].as_u64())
+        .sum();
+    assert!(
+        others > 0 && others < 64 || victim_share.is_none(),
+        "{status}"
+    );
+}

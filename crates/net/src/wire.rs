@@ -82,6 +82,7 @@ pub struct ResultBody {
     pub outcome: Outcome,
     pub fuel_used: Option<u64>,
     pub outputs: Vec<OutputFile>,
+    #[serde(with = "serde_bytes")]
     pub stderr_tail: Vec<u8>,
     pub run_ms: u64,
 }
@@ -89,7 +90,9 @@ pub struct ResultBody {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SignedResult {
     /// CBOR of [`ResultBody`].
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -132,7 +135,13 @@ pub struct BlobRequest {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BlobResponse {
-    Chunk { total_bytes: u64, bytes: Vec<u8> },
+    // As a CBOR byte string: a plain Vec<u8> is an array of integers, near
+    // twice the size, and a full chunk would not fit its limit.
+    Chunk {
+        total_bytes: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     NotFound,
 }
 
@@ -172,6 +181,20 @@ mod tests {
             stderr_tail: vec![],
             run_ms: 1,
         }
+    }
+
+    #[test]
+    fn a_full_blob_chunk_fits_the_response_limit() {
+        let chunk = BlobResponse::Chunk {
+            total_bytes: u64::MAX,
+            bytes: vec![0xff; BLOB_CHUNK_BYTES_MAX as usize],
+        };
+        let encoded = encode(&chunk).expect("encode");
+        assert!(
+            encoded.len() as u64 <= BLOB_RESPONSE_BYTES_MAX,
+            "{} bytes",
+            encoded.len()
+        );
     }
 
     #[test]

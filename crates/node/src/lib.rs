@@ -230,7 +230,11 @@ impl Node {
                     Some(r) => self.on_api(r),
                     None => return,
                 },
-                Some(done) = internal.recv() => self.on_internal(done),
+                Some(done) = internal.recv() => {
+                    self.on_internal(done);
+                    // A finished task frees credit: refill at once, not at the next tick.
+                    self.dispatch();
+                }
                 _ = tick.tick() => self.on_tick().await,
             }
         }
@@ -283,7 +287,11 @@ impl Node {
     fn on_api(&mut self, request: ApiRequest) {
         match request {
             ApiRequest::Submit(job, reply) => {
-                let _ = reply.send(self.requester.submit(job));
+                let submitted = self.requester.submit(job);
+                if submitted.is_ok() {
+                    self.dispatch();
+                }
+                let _ = reply.send(submitted);
             }
             ApiRequest::Status(id, reply) => {
                 let _ = reply.send(self.requester.status(&id).ok_or(NodeError::UnknownJob(id)));
@@ -341,6 +349,10 @@ impl Node {
         if let Some(p) = &mut self.provider {
             p.maybe_publish(&self.net).await;
         }
+        self.dispatch();
+    }
+
+    fn dispatch(&mut self) {
         let live: Vec<(PeerId, Offer, Option<Duration>)> = self
             .peers
             .iter()

@@ -243,12 +243,11 @@ impl Requester {
                 *peer,
             )
         });
+        // Per-provider counts kept by each job, so dispatch costs jobs × providers, not tasks.
         let mut in_flight: HashMap<PeerId, u32> = HashMap::new();
-        for job in &self.jobs {
-            for slot in &job.slots {
-                if let Slot::InFlight { peer } = slot {
-                    *in_flight.entry(*peer).or_default() += 1;
-                }
+        for job in self.jobs.iter().filter(|j| j.state == State::Running) {
+            for (peer, share) in &job.shares {
+                *in_flight.entry(*peer).or_default() += share.in_flight as u32;
             }
         }
         let running: Vec<usize> = (0..self.jobs.len())

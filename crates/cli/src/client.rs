@@ -4,6 +4,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Largest result downloaded from the API.
+const RESULT_BYTES_MAX: u64 = 1 << 30;
+
 pub fn default_api() -> String {
     std::env::var("PLEXUS_API").unwrap_or_else(|_| "http://127.0.0.1:7700".into())
 }
@@ -40,7 +43,7 @@ impl Client {
         bail!("{path}: {status}: {message}")
     }
 
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    fn get_response(&self, path: &str) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
         let response = self.agent.get(&url).call().with_context(|| {
             format!(
@@ -48,7 +51,11 @@ impl Client {
                 self.base
             )
         })?;
-        let mut response = self.check(path, response)?;
+        self.check(path, response)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let mut response = self.get_response(path)?;
         response
             .body_mut()
             .read_json()
@@ -56,17 +63,11 @@ impl Client {
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .agent
-            .get(&url)
-            .call()
-            .with_context(|| format!("cannot reach the node's API at {}", self.base))?;
-        let mut response = self.check(path, response)?;
+        let mut response = self.get_response(path)?;
         response
             .body_mut()
             .with_config()
-            .limit(1 << 30)
+            .limit(RESULT_BYTES_MAX)
             .read_to_vec()
             .with_context(|| format!("{path}: read"))
     }

@@ -553,14 +553,11 @@ impl Actor {
     }
 
     async fn on_task_event(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
-        use request_response::{Event as E, Message as M};
-        match event {
-            E::Message {
+        match split("task", event) {
+            Rr::Inbound {
                 peer,
-                message: M::Request {
-                    request, channel, ..
-                },
-                ..
+                request,
+                channel,
             } => match self.inbound_id() {
                 Some(id) => {
                     self.task_channels.insert(id, channel);
@@ -578,47 +575,21 @@ impl Actor {
                     let _ = self.swarm.behaviour_mut().task.send_response(channel, busy);
                 }
             },
-            E::Message {
-                message:
-                    M::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
+            Rr::Answered { request_id, result } => {
                 if let Some(reply) = self.task_replies.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                    let _ = reply.send(result);
                 }
             }
-            E::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.task_replies.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer: peer.to_string(),
-                        message: error.to_string(),
-                    }));
-                }
-            }
-            E::InboundFailure { peer, error, .. } => {
-                tracing::warn!(target: "plexus::net", %peer, "inbound task request failed: {error}");
-            }
-            E::ResponseSent { .. } => {}
+            Rr::Nothing => {}
         }
     }
 
     async fn on_blob_event(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
-        use request_response::{Event as E, Message as M};
-        match event {
-            E::Message {
+        match split("blob", event) {
+            Rr::Inbound {
                 peer,
-                message: M::Request {
-                    request, channel, ..
-                },
-                ..
+                request,
+                channel,
             } => match self.inbound_id() {
                 Some(id) => {
                     self.blob_channels.insert(id, channel);
@@ -637,35 +608,72 @@ impl Actor {
                         .send_response(channel, BlobResponse::NotFound);
                 }
             },
-            E::Message {
-                message:
-                    M::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
+            Rr::Answered { request_id, result } => {
                 if let Some(reply) = self.blob_replies.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                    let _ = reply.send(result);
                 }
             }
-            E::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.blob_replies.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer: peer.to_string(),
-                        message: error.to_string(),
-                    }));
-                }
-            }
-            E::InboundFailure { peer, error, .. } => {
-                tracing::warn!(target: "plexus::net", %peer, "inbound blob request failed: {error}");
-            }
-            E::ResponseSent { .. } => {}
+            Rr::Nothing => {}
         }
+    }
+}
+
+/// What a request-response event means to the actor, whatever the protocol.
+enum Rr<Req, Resp> {
+    Inbound {
+        peer: PeerId,
+        request: Req,
+        channel: ResponseChannel<Resp>,
+    },
+    Answered {
+        request_id: OutboundRequestId,
+        result: Result<Resp, NetError>,
+    },
+    Nothing,
+}
+
+fn split<Req, Resp>(protocol: &str, event: request_response::Event<Req, Resp>) -> Rr<Req, Resp> {
+    use request_response::{Event as E, Message as M};
+    match event {
+        E::Message {
+            peer,
+            message: M::Request {
+                request, channel, ..
+            },
+            ..
+        } => Rr::Inbound {
+            peer,
+            request,
+            channel,
+        },
+        E::Message {
+            message:
+                M::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => Rr::Answered {
+            request_id,
+            result: Ok(response),
+        },
+        E::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => Rr::Answered {
+            request_id,
+            result: Err(NetError::Request {
+                peer: peer.to_string(),
+                message: error.to_string(),
+            }),
+        },
+        E::InboundFailure { peer, error, .. } => {
+            // Oversized or malformed messages end here: dropped, and said so.
+            tracing::warn!(target: "plexus::net", %peer, "inbound {protocol} request failed: {error}");
+            Rr::Nothing
+        }
+        E::ResponseSent { .. } => Rr::Nothing,
     }
 }

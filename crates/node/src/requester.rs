@@ -19,6 +19,8 @@ use types::{BlobHash, Job, ModuleSource, Outcome};
 const PREFETCH_PER_PROVIDER: u32 = 1;
 /// Attempts per task before the job fails.
 const ATTEMPTS_MAX: u32 = 5;
+/// Time an attempt may take beyond the task's own deadline (blob fetches, queueing).
+const ATTEMPT_MARGIN: Duration = Duration::from_secs(30);
 /// Jobs kept by one node (finished ones included).
 const JOBS_MAX: usize = 1024;
 
@@ -501,10 +503,22 @@ async fn run_remote(
     task_dir: &Path,
 ) -> TaskDone {
     let expected = assignment.clone();
-    let response = match net.send_task(peer, TaskRequest::Run(assignment)).await {
-        Ok(r) => r,
-        Err(e) => return TaskDone::Retry(e.to_string()),
-    };
+    // A provider that takes a task and never answers costs at most its
+    // deadline plus a margin for fetching blobs, then the task goes elsewhere.
+    let deadline = Duration::from_millis(assignment.limits.deadline_ms) + ATTEMPT_MARGIN;
+    let response =
+        match tokio::time::timeout(deadline, net.send_task(peer, TaskRequest::Run(assignment)))
+            .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return TaskDone::Retry(e.to_string()),
+            Err(_) => {
+                return TaskDone::Retry(format!(
+                    "no answer from {peer} within {} s",
+                    deadline.as_secs()
+                ));
+            }
+        };
     let signed = match response {
         TaskResponse::Done(signed) => signed,
         TaskResponse::Refused { reason } => return TaskDone::Retry(format!("refused: {reason}")),

@@ -36,6 +36,10 @@ pub struct NodeArgs {
     /// Do not discover peers on the LAN by mDNS
     #[arg(long)]
     no_mdns: bool,
+    /// TEST ONLY (the `adversary` build): run every task N times slower
+    #[cfg(feature = "adversary")]
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    throttle: u32,
 }
 
 pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
@@ -67,6 +71,8 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
                 .max(1),
             price_per_gfuel: a.price,
             task_memory_bytes_max: a.task_memory.saturating_mul(types::limits::MIB),
+            #[cfg(feature = "adversary")]
+            throttle: a.throttle.max(1),
         }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

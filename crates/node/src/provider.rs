@@ -24,6 +24,9 @@ pub struct ProviderConfig {
     pub price_per_gfuel: u64,
     /// The most memory one task may ask for.
     pub task_memory_bytes_max: u64,
+    /// Test only: each task takes this many times as long (1 = honest speed).
+    #[cfg(feature = "adversary")]
+    pub throttle: u32,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -171,6 +174,8 @@ impl Provider {
             slots: self.slots.clone(),
             work_dir: self.work_dir.clone(),
             fuel_used: self.fuel_used.clone(),
+            #[cfg(feature = "adversary")]
+            throttle: self.config.throttle,
         };
         let job = if job.task.canonicalize_nans {
             RunJob {
@@ -207,6 +212,8 @@ struct RunJob {
     slots: Arc<Semaphore>,
     work_dir: PathBuf,
     fuel_used: Arc<AtomicU64>,
+    #[cfg(feature = "adversary")]
+    throttle: u32,
 }
 
 impl RunJob {
@@ -230,6 +237,11 @@ impl RunJob {
         let body = tokio::task::spawn_blocking(move || execute(&sandbox, &blobs, &task, &work_dir))
             .await
             .map_err(|e| format!("task panicked: {e}"))??;
+        #[cfg(feature = "adversary")]
+        if self.throttle > 1 {
+            let extra = body.run_ms.max(1) * (self.throttle as u64 - 1);
+            tokio::time::sleep(Duration::from_millis(extra)).await;
+        }
         self.fuel_used
             .fetch_add(body.fuel_used.unwrap_or(0), Ordering::Relaxed);
         let signed = SignedResult::sign(&self.keypair, &body).map_err(|e| e.to_string())?;

@@ -328,3 +328,57 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
         "{status}"
     );
 }
+
+/// Needs the test-only build: `cargo test --release -p cli --features adversary --test it throttled`.
+#[cfg(feature = "adversary")]
+#[test]
+fn a_throttled_provider_receives_clearly_fewer_tasks() {
+    let env = Env::new();
+    let job = big_mandelbrot_job(&env);
+    let requester = NodeProcess::start(
+        &env,
+        "requester",
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+    );
+    let base = [
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--provide",
+        "--slots",
+        "1",
+        "--bootstrap",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut args: Vec<&str> = base.to_vec();
+        args.push(&requester.tcp);
+        args.extend_from_slice(extra);
+        args
+    };
+    let honest: Vec<NodeProcess> = (0..2)
+        .map(|i| NodeProcess::start(&env, &format!("honest{i}"), &with(&[])))
+        .collect();
+    let slow = NodeProcess::start(&env, "slow", &with(&["--throttle", "3"]));
+    wait_until("three offers", Duration::from_secs(30), || {
+        requester.offers() >= 3
+    });
+    let status = submit_and_follow(&env, &requester, &job, |_| {});
+    assert_eq!(status["state"], "completed", "{status}");
+    let done = |peer: &str| {
+        status["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .find(|p| p["peer_id"] == peer)
+            .and_then(|p| p["tasks_done"].as_u64())
+            .unwrap_or(0)
+    };
+    let slow_tasks = done(&slow.peer_id);
+    for h in &honest {
+        let honest_tasks = done(&h.peer_id);
+        assert!(
+            slow_tasks * 3 < honest_tasks * 2,
+            "throttled {slow_tasks} against honest {honest_tasks}: {status}"
+        );
+    }
+}

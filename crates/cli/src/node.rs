@@ -40,6 +40,10 @@ pub struct NodeArgs {
     #[cfg(feature = "adversary")]
     #[arg(long, value_name = "N", default_value_t = 1)]
     throttle: u32,
+    /// TEST ONLY (the `adversary` build): bad-signature, bad-output or oversized
+    #[cfg(feature = "adversary")]
+    #[arg(long, value_name = "MODE")]
+    misbehave: Option<String>,
 }
 
 pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
@@ -57,6 +61,16 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
             })
             .collect()
     };
+    #[cfg(feature = "adversary")]
+    let misbehave = match a.misbehave.as_deref() {
+        None => None,
+        Some("bad-signature") => Some(node::Misbehaviour::BadSignature),
+        Some("bad-output") => Some(node::Misbehaviour::BadOutput),
+        Some("oversized") => Some(node::Misbehaviour::Oversized),
+        Some(other) => {
+            anyhow::bail!("--misbehave {other:?}: expected bad-signature, bad-output or oversized")
+        }
+    };
     let config = node::NodeConfig {
         data_dir: data_dir.to_path_buf(),
         listen: parse(&a.listen, "listen")?,
@@ -73,6 +87,8 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
             task_memory_bytes_max: a.task_memory.saturating_mul(types::limits::MIB),
             #[cfg(feature = "adversary")]
             throttle: a.throttle.max(1),
+            #[cfg(feature = "adversary")]
+            misbehave,
         }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,12 +9,29 @@ use std::sync::Arc;
 use store::BlobStore;
 use types::BlobHash;
 
+/// Why a fetch failed: a peer that sent bytes not matching the hash lied.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    Mismatch(String),
+    Other(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Mismatch(m) | FetchError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Serves a chunk; `corrupt` (test builds only) flips its first byte.
 pub(crate) fn serve(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
     from: PeerId,
     id: InboundId,
     request: BlobRequest,
+    corrupt: bool,
 ) {
     let net = net.clone();
     let path = blobs.path(&request.hash);
@@ -33,6 +50,9 @@ pub(crate) fn serve(
             let len = (total_bytes - offset).min(BLOB_CHUNK_BYTES_MAX) as usize;
             let mut bytes = vec![0u8; len];
             file.read_exact(&mut bytes)?;
+            if corrupt && let Some(first) = bytes.first_mut() {
+                *first ^= 0xff;
+            }
             Ok(BlobResponse::Chunk { total_bytes, bytes })
         })
         .await;
@@ -53,28 +73,33 @@ pub(crate) async fn fetch(
     blobs: &Arc<BlobStore>,
     peer: PeerId,
     hash: BlobHash,
-) -> Result<(), String> {
+) -> Result<(), FetchError> {
+    use FetchError::Other;
     if blobs.contains(&hash) {
         return Ok(());
     }
-    let mut writer = blobs.writer().map_err(|e| e.to_string())?;
+    let mut writer = blobs.writer().map_err(|e| Other(e.to_string()))?;
     let mut offset = 0u64;
     loop {
         let response = net
             .fetch_blob_chunk(peer, BlobRequest { hash, offset })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Other(e.to_string()))?;
         let (total_bytes, bytes) = match response {
             BlobResponse::Chunk { total_bytes, bytes } => (total_bytes, bytes),
-            BlobResponse::NotFound => return Err(format!("{peer} does not have blob {hash}")),
+            BlobResponse::NotFound => {
+                return Err(Other(format!("{peer} does not have blob {hash}")));
+            }
         };
         if total_bytes > store::BLOB_BYTES_MAX || bytes.len() as u64 > BLOB_CHUNK_BYTES_MAX {
-            return Err(format!("{peer} sent an oversized blob {hash}"));
+            return Err(FetchError::Mismatch(format!(
+                "{peer} sent an oversized blob {hash}"
+            )));
         }
         if bytes.is_empty() && offset < total_bytes {
-            return Err(format!("{peer} sent an empty chunk of blob {hash}"));
+            return Err(Other(format!("{peer} sent an empty chunk of blob {hash}")));
         }
-        writer.write(&bytes).map_err(|e| e.to_string())?;
+        writer.write(&bytes).map_err(|e| Other(e.to_string()))?;
         offset += bytes.len() as u64;
         if offset >= total_bytes {
             break;
@@ -82,6 +107,9 @@ pub(crate) async fn fetch(
     }
     writer.finish(&hash).map_err(|e| {
         tracing::warn!(target: "plexus::blob", %peer, "rejected blob: {e}");
-        e.to_string()
+        match e {
+            store::StoreError::HashMismatch { .. } => FetchError::Mismatch(e.to_string()),
+            other => Other(other.to_string()),
+        }
     })
 }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+#[cfg(feature = "adversary")]
+pub use provider::Misbehaviour;
 pub use provider::ProviderConfig;
 pub use requester::{JobStatus, JobSubmission, ProviderShare};
 
@@ -278,9 +280,14 @@ impl Node {
                     let _ = self.net.respond_task(id, refused).await;
                 }
             },
-            Event::BlobRequested { from, id, request } => {
-                blobs::serve(&self.net, &self.blobs, from, id, request)
-            }
+            Event::BlobRequested { from, id, request } => blobs::serve(
+                &self.net,
+                &self.blobs,
+                from,
+                id,
+                request,
+                self.provider.as_ref().is_some_and(|p| p.corrupts_blobs()),
+            ),
         }
     }
 

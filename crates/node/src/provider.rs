@@ -27,6 +27,21 @@ pub struct ProviderConfig {
     /// Test only: each task takes this many times as long (1 = honest speed).
     #[cfg(feature = "adversary")]
     pub throttle: u32,
+    /// Test only: how this provider lies.
+    #[cfg(feature = "adversary")]
+    pub misbehave: Option<Misbehaviour>,
+}
+
+/// Test-only ways to be a bad provider on the wire.
+#[cfg(feature = "adversary")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Results whose signature does not verify.
+    BadSignature,
+    /// Output blobs whose bytes do not match their hash.
+    BadOutput,
+    /// Results over the control message limit.
+    Oversized,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -108,6 +123,15 @@ impl Provider {
         }
     }
 
+    /// Whether this provider serves corrupted blobs (test builds only).
+    pub fn corrupts_blobs(&self) -> bool {
+        #[cfg(feature = "adversary")]
+        if self.config.misbehave == Some(Misbehaviour::BadOutput) {
+            return true;
+        }
+        false
+    }
+
     pub fn publish_offer_soon(&mut self) {
         self.next_offer = Instant::now();
     }
@@ -176,6 +200,8 @@ impl Provider {
             fuel_used: self.fuel_used.clone(),
             #[cfg(feature = "adversary")]
             throttle: self.config.throttle,
+            #[cfg(feature = "adversary")]
+            misbehave: self.config.misbehave,
         };
         let job = if job.task.canonicalize_nans {
             RunJob {
@@ -214,14 +240,20 @@ struct RunJob {
     fuel_used: Arc<AtomicU64>,
     #[cfg(feature = "adversary")]
     throttle: u32,
+    #[cfg(feature = "adversary")]
+    misbehave: Option<Misbehaviour>,
 }
 
 impl RunJob {
     async fn run(&self) -> Result<TaskResponse, String> {
         let t = &self.task;
-        blobs::fetch(&self.net, &self.blobs, self.from, t.module).await?;
+        blobs::fetch(&self.net, &self.blobs, self.from, t.module)
+            .await
+            .map_err(|e| e.to_string())?;
         for (_, hash) in &t.inputs {
-            blobs::fetch(&self.net, &self.blobs, self.from, *hash).await?;
+            blobs::fetch(&self.net, &self.blobs, self.from, *hash)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let _permit = self
             .slots
@@ -244,7 +276,22 @@ impl RunJob {
         }
         self.fuel_used
             .fetch_add(body.fuel_used.unwrap_or(0), Ordering::Relaxed);
-        let signed = SignedResult::sign(&self.keypair, &body).map_err(|e| e.to_string())?;
+        #[cfg(feature = "adversary")]
+        let body = match self.misbehave {
+            Some(Misbehaviour::Oversized) => ResultBody {
+                stderr_tail: vec![b'x'; 2 << 20],
+                ..body
+            },
+            _ => body,
+        };
+        #[allow(unused_mut)]
+        let mut signed = SignedResult::sign(&self.keypair, &body).map_err(|e| e.to_string())?;
+        #[cfg(feature = "adversary")]
+        if self.misbehave == Some(Misbehaviour::BadSignature)
+            && let Some(byte) = signed.signature.first_mut()
+        {
+            *byte ^= 0xff;
+        }
         Ok(TaskResponse::Done(signed))
     }
 }

@@ -21,6 +21,8 @@ const PREFETCH_PER_PROVIDER: u32 = 1;
 const ATTEMPTS_MAX: u32 = 5;
 /// Time an attempt may take beyond the task's own deadline (blob fetches, queueing).
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(30);
+/// Failed attempts a provider may have in one job before it is left out of it.
+const FAILURES_BEFORE_EXCLUSION: u32 = 3;
 /// Jobs kept by one node (finished ones included).
 const JOBS_MAX: usize = 1024;
 
@@ -118,6 +120,8 @@ struct JobState {
     fuel: u64,
     shares: BTreeMap<PeerId, ProviderShare>,
     excluded: HashSet<PeerId>,
+    /// Failed attempts per provider; past FAILURES_BEFORE_EXCLUSION it gets no more of this job.
+    failures: HashMap<PeerId, u32>,
     state: State,
     result: Option<PathBuf>,
     checksum: Option<u64>,
@@ -214,6 +218,7 @@ impl Requester {
             fuel: 0,
             shares: BTreeMap::new(),
             excluded: HashSet::new(),
+            failures: HashMap::new(),
             state: State::Running,
             result: None,
             checksum: None,
@@ -433,10 +438,15 @@ impl Requester {
             }
             TaskDone::Retry(reason) => {
                 tracing::info!(target: "plexus::job", job = %job.id, task = index, %peer, "retrying: {reason}");
+                let failures = job.failures.entry(peer).or_default();
+                *failures += 1;
+                if *failures >= FAILURES_BEFORE_EXCLUSION && job.excluded.insert(peer) {
+                    tracing::warn!(target: "plexus::job", job = %job.id, "provider {peer} excluded from the job after {FAILURES_BEFORE_EXCLUSION} failed attempts, the last: {reason}");
+                }
                 requeue(job, index, &peer);
             }
             TaskDone::Rejected(reason) => {
-                tracing::warn!(target: "plexus::job", job = %job.id, task = index, %peer, "result rejected, provider excluded from the job: {reason}");
+                tracing::warn!(target: "plexus::job", job = %job.id, task = index, "provider {peer} excluded from the job, its result rejected: {reason}");
                 job.excluded.insert(peer);
                 requeue(job, index, &peer);
             }
@@ -566,8 +576,12 @@ async fn run_remote(
         {
             return TaskDone::Rejected(format!("output name {:?} from {peer}", output.name));
         }
-        if let Err(e) = blobs::fetch(net, blobs, peer, output.hash).await {
-            return TaskDone::Retry(format!("output {}: {e}", output.name));
+        match blobs::fetch(net, blobs, peer, output.hash).await {
+            Ok(()) => {}
+            Err(blobs::FetchError::Mismatch(e)) => {
+                return TaskDone::Rejected(format!("output {}: {e}", output.name));
+            }
+            Err(e) => return TaskDone::Retry(format!("output {}: {e}", output.name)),
         }
         let target = task_dir.join(&output.name);
         if let Some(parent) = target.parent() {

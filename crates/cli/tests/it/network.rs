@@ -382,3 +382,79 @@ fn a_throttled_provider_receives_clearly_fewer_tasks() {
         );
     }
 }
+
+/// Needs the test-only build: `cargo test --release -p cli --features adversary --test it bad_input`.
+#[cfg(feature = "adversary")]
+#[test]
+fn bad_input_on_the_wire_is_rejected_and_the_job_goes_on_with_honest_providers() {
+    let env = Env::new();
+    let job = big_mandelbrot_job(&env);
+    let local = env.run_job(&job, &env.path("local"), &[]);
+    let requester = NodeProcess::start(
+        &env,
+        "requester",
+        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+    );
+    let base = [
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--provide",
+        "--slots",
+        "1",
+        "--bootstrap",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut args: Vec<&str> = base.to_vec();
+        args.push(&requester.tcp);
+        args.extend_from_slice(extra);
+        args
+    };
+    let honest: Vec<NodeProcess> = (0..2)
+        .map(|i| NodeProcess::start(&env, &format!("honest{i}"), &with(&[])))
+        .collect();
+    let liars: Vec<NodeProcess> = ["bad-signature", "bad-output", "oversized"]
+        .iter()
+        .map(|mode| NodeProcess::start(&env, mode, &with(&["--misbehave", mode])))
+        .collect();
+    wait_until("five offers", Duration::from_secs(30), || {
+        requester.offers() >= 5
+    });
+    let status = submit_and_follow(&env, &requester, &job, |_| {});
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(
+        status["checksum"], local["checksum"],
+        "the result is the honest one"
+    );
+    let done = |peer: &str| {
+        status["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .find(|p| p["peer_id"] == peer)
+            .and_then(|p| p["tasks_done"].as_u64())
+            .unwrap_or(0)
+    };
+    for liar in &liars {
+        assert_eq!(
+            done(&liar.peer_id),
+            0,
+            "no result of a lying provider is accepted: {status}"
+        );
+    }
+    assert_eq!(honest.iter().map(|h| done(&h.peer_id)).sum::<u64>(), 64);
+    let log = std::fs::read_to_string(env.dir.path().join("requester/stderr.log"))
+        .expect("requester log");
+    for (liar, reason) in liars.iter().zip([
+        "bad signature",
+        "arrived with hash",
+        "excluded from the job after",
+    ]) {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&liar.peer_id) && l.contains(reason)),
+            "the requester logs why it refused {}: {reason:?} in\n{log}",
+            liar.peer_id
+        );
+    }
+}

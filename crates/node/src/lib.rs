@@ -152,6 +152,7 @@ pub struct StartedNode {
 pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
     let keypair = load_identity(&config.data_dir)?;
     let blobs = Arc::new(store::BlobStore::open(config.data_dir.join("blobs"))?);
+    let db = store::Db::open(&config.data_dir.join("plexus.db"))?;
     let (net, events, listen) = net::spawn(net::NetConfig {
         keypair: keypair.clone(),
         listen: config.listen.clone(),
@@ -181,6 +182,7 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         listen: listen.clone(),
         requester: Requester::new(
             config.data_dir.clone(),
+            db,
             blobs.clone(),
             net.clone(),
             internal_tx.clone(),

@@ -123,6 +123,8 @@ struct JobState {
     /// Failed attempts per provider; past FAILURES_BEFORE_EXCLUSION it gets no more of this job.
     failures: HashMap<PeerId, u32>,
     state: State,
+    /// Whether its end is written to the database.
+    recorded: bool,
     result: Option<PathBuf>,
     checksum: Option<u64>,
     error: Option<String>,
@@ -133,6 +135,7 @@ struct JobState {
 
 pub(crate) struct Requester {
     data_dir: PathBuf,
+    db: store::Db,
     blobs: Arc<BlobStore>,
     net: NetHandle,
     internal: mpsc::Sender<Internal>,
@@ -143,12 +146,14 @@ pub(crate) struct Requester {
 impl Requester {
     pub fn new(
         data_dir: PathBuf,
+        db: store::Db,
         blobs: Arc<BlobStore>,
         net: NetHandle,
         internal: mpsc::Sender<Internal>,
     ) -> Self {
         Requester {
             data_dir,
+            db,
             blobs,
             net,
             internal,
@@ -203,6 +208,12 @@ impl Requester {
         let dir = self.data_dir.join("jobs").join(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::Job(format!("create {}: {e}", dir.display())))?;
+        // Written before the submission is acknowledged.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.db
+            .insert_job(&id, &job.name, &s.job_toml, &s.base_dir, n, now_ms)?;
         tracing::info!(target: "plexus::job", job = %id, name = %job.name, tasks = n, "job submitted");
         self.jobs.push(JobState {
             id: id.clone(),
@@ -220,6 +231,7 @@ impl Requester {
             excluded: HashSet::new(),
             failures: HashMap::new(),
             state: State::Running,
+            recorded: false,
             result: None,
             checksum: None,
             error: None,
@@ -347,6 +359,29 @@ impl Requester {
     }
 
     pub fn on_completion(&mut self, completion: Completion) {
+        let id = match &completion {
+            Completion::Task { job, .. } | Completion::Assembled { job, .. } => job.clone(),
+        };
+        self.apply(completion);
+        if let Some(job) = self.jobs.iter_mut().find(|j| j.id == id)
+            && matches!(job.state, State::Completed | State::Failed)
+            && !job.recorded
+        {
+            let state = if job.state == State::Completed {
+                "completed"
+            } else {
+                "failed"
+            };
+            match self.db.set_job_state(&id, state, job.error.as_deref()) {
+                Ok(()) => job.recorded = true,
+                Err(e) => {
+                    tracing::error!(target: "plexus::job", job = %id, "cannot record the job's end: {e}")
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, completion: Completion) {
         match completion {
             Completion::Task {
                 job,

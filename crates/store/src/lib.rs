@@ -1,10 +1,13 @@
-//! Content-addressed blob files: a blob is stored once, under the BLAKE3
-//! hash of its bytes, and never changes. (SQLite for jobs and tasks joins
-//! this crate with the network.)
+//! Persistence: content-addressed blob files (a blob is stored once, under
+//! the BLAKE3 hash of its bytes, and never changes) and the node's SQLite
+//! database ([`Db`]).
 //!
 //! Writes go to a temporary file that is renamed into place after its hash
 //! is known, so a crash never leaves a blob whose name lies about its bytes.
 
+mod db;
+
+pub use db::Db;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use types::BlobHash;

@@ -304,6 +304,15 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
         }
     });
     assert!(killed, "the job outlived the kill point");
+    let db =
+        store::Db::open(&env.dir.path().join("requester/plexus.db")).expect("the node's database");
+    let states: Vec<String> = db
+        .jobs()
+        .expect("jobs")
+        .into_iter()
+        .map(|(_, _, state)| state)
+        .collect();
+    assert_eq!(states.len(), 2, "both jobs are recorded");
     assert_eq!(status["state"], "completed", "{status}");
     assert_eq!(
         fetch_result(&env, &requester, &status, "net2"),

@@ -97,17 +97,7 @@ pub fn job(a: JobArgs) -> anyhow::Result<u8> {
 }
 
 pub fn submit(client: &Client, job: &std::path::Path) -> anyhow::Result<String> {
-    let shown = job.display().to_string();
-    let size = std::fs::metadata(job)
-        .with_context(|| format!("job file {shown}"))?
-        .len();
-    if size > types::limits::JOB_FILE_BYTES_MAX {
-        bail!(
-            "job file {shown} is over the limit of {} bytes",
-            types::limits::JOB_FILE_BYTES_MAX
-        );
-    }
-    let job_toml = std::fs::read_to_string(job).with_context(|| format!("job file {shown}"))?;
+    let (shown, job_toml) = crate::local::read_job_file(job)?;
     // Check it here too, so a bad file fails before reaching the node.
     types::Job::parse(&shown, &job_toml)?;
     let base = std::fs::canonicalize(job)?

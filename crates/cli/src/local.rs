@@ -47,6 +47,23 @@ pub fn module_bytes(spec: &str, base: &Path) -> anyhow::Result<(String, Vec<u8>)
     Ok((name, bytes))
 }
 
+/// Reads a job file, bounded by JOB_FILE_BYTES_MAX; returns its name for
+/// errors and its text.
+pub fn read_job_file(path: &Path) -> anyhow::Result<(String, String)> {
+    let shown = path.display().to_string();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("job file {shown}"))?
+        .len();
+    if size > types::limits::JOB_FILE_BYTES_MAX {
+        bail!(
+            "job file {shown} is {size} bytes, over the limit of {} (JOB_FILE_BYTES_MAX)",
+            types::limits::JOB_FILE_BYTES_MAX
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("job file {shown}"))?;
+    Ok((shown, text))
+}
+
 pub fn sandbox(
     data_dir: &Path,
     metered: bool,

@@ -2,7 +2,7 @@
 //! as cores, then assemble the result.
 
 use crate::local;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandbox::{InputDir, LoadedModule, Outcome, Sandbox, TaskReport, TaskRun};
@@ -45,17 +45,7 @@ struct Finished {
 }
 
 pub fn run(a: RunArgs, data_dir: &Path) -> anyhow::Result<u8> {
-    let shown = a.job.display().to_string();
-    let size = std::fs::metadata(&a.job)
-        .with_context(|| format!("job file {shown}"))?
-        .len();
-    if size > types::limits::JOB_FILE_BYTES_MAX {
-        bail!(
-            "job file {shown} is {size} bytes, over the limit of {} (JOB_FILE_BYTES_MAX)",
-            types::limits::JOB_FILE_BYTES_MAX
-        );
-    }
-    let text = std::fs::read_to_string(&a.job).with_context(|| format!("job file {shown}"))?;
+    let (shown, text) = local::read_job_file(&a.job)?;
     let job = Job::parse(&shown, &text)?;
     let base = a.job.parent().map(Path::to_path_buf).unwrap_or_default();
     let module_spec = match &job.module {

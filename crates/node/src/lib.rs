@@ -117,7 +117,7 @@ impl NodeHandle {
 /// Things that finished off the node task and come back to it.
 pub(crate) enum Internal {
     Requester(requester::Completion),
-    ProviderDone { ran_ms: u64 },
+    ProviderDone,
 }
 
 /// Loads the node's ed25519 identity, creating it on first start.
@@ -335,9 +335,9 @@ impl Node {
     fn on_internal(&mut self, done: Internal) {
         match done {
             Internal::Requester(c) => self.requester.on_completion(c),
-            Internal::ProviderDone { ran_ms } => {
+            Internal::ProviderDone => {
                 if let Some(p) = &mut self.provider {
-                    p.on_done(ran_ms);
+                    p.on_done();
                 }
             }
         }

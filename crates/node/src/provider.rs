@@ -158,7 +158,7 @@ impl Provider {
         let _ = net.publish_offer(offer).await;
     }
 
-    pub fn on_done(&mut self, _ran_ms: u64) {
+    pub fn on_done(&mut self) {
         self.accepted = self.accepted.saturating_sub(1);
         self.tasks_run += 1;
     }
@@ -188,12 +188,17 @@ impl Provider {
             ));
         }
         self.accepted += 1;
+        let sandbox = if task.canonicalize_nans {
+            &self.sandbox_nan_canonical
+        } else {
+            &self.sandbox
+        };
         let job = RunJob {
             from,
+            sandbox: sandbox.clone(),
             task,
             net: net.clone(),
             blobs: self.blobs.clone(),
-            sandbox: self.sandbox.clone(),
             keypair: self.keypair.clone(),
             slots: self.slots.clone(),
             work_dir: self.work_dir.clone(),
@@ -203,27 +208,14 @@ impl Provider {
             #[cfg(feature = "adversary")]
             misbehave: self.config.misbehave,
         };
-        let job = if job.task.canonicalize_nans {
-            RunJob {
-                sandbox: self.sandbox_nan_canonical.clone(),
-                ..job
-            }
-        } else {
-            job
-        };
         let internal = internal.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
             let response = job.run().await.unwrap_or_else(|reason| {
                 tracing::warn!(target: "plexus::provider", "task failed: {reason}");
                 TaskResponse::Failed { reason }
             });
             let _ = job.net.respond_task(id, response).await;
-            let _ = internal
-                .send(Internal::ProviderDone {
-                    ran_ms: started.elapsed().as_millis() as u64,
-                })
-                .await;
+            let _ = internal.send(Internal::ProviderDone).await;
         });
     }
 }

@@ -238,7 +238,7 @@ impl Sandbox {
         let outputs = match collect_outputs(task.output_dir, &state.stdout, l.output_bytes_max) {
             Ok(outputs) => outputs,
             Err(trap) => {
-                if outcome.is_success() || matches!(outcome, Outcome::Exited { .. }) {
+                if matches!(outcome, Outcome::Exited { .. }) {
                     outcome = Outcome::Trapped { trap };
                 }
                 Vec::new()

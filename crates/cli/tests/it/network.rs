@@ -65,6 +65,30 @@ impl NodeProcess {
         }
     }
 
+    /// A requester: loopback only, no mDNS, so parallel tests stay apart.
+    fn requester(env: &Env) -> NodeProcess {
+        NodeProcess::start(
+            env,
+            "requester",
+            &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
+        )
+    }
+
+    /// A one-slot provider joined to `requester` through bootstrap alone.
+    fn provider(env: &Env, name: &str, requester: &NodeProcess, extra: &[&str]) -> NodeProcess {
+        let mut args = vec![
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+            "--provide",
+            "--slots",
+            "1",
+        ];
+        args.extend(["--bootstrap", &requester.tcp]);
+        args.extend_from_slice(extra);
+        NodeProcess::start(env, name, &args)
+    }
+
     fn get(&self, path: &str) -> Value {
         let mut response = ureq::get(&format!("{}{path}", self.api))
             .call()
@@ -88,6 +112,17 @@ impl NodeProcess {
                 .count()
         })
     }
+}
+
+/// Tasks a provider completed in a job, from the job's status.
+fn tasks_done(status: &Value, peer: &str) -> u64 {
+    status["providers"]
+        .as_array()
+        .expect("providers")
+        .iter()
+        .find(|p| p["peer_id"] == peer)
+        .and_then(|p| p["tasks_done"].as_u64())
+        .unwrap_or(0)
 }
 
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
@@ -247,29 +282,14 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
     let local = env.run_job(&job, &env.path("local"), &[]);
     let local_png = std::fs::read(env.path("local/mandel.png")).expect("local png");
 
-    let requester = NodeProcess::start(
-        &env,
-        "requester",
-        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
-    );
-    let provider_args = |_: usize| {
-        vec![
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-            "--provide",
-            "--slots",
-            "1",
-            "--bootstrap",
-            &requester.tcp,
-        ]
-    };
+    let requester = NodeProcess::requester(&env);
     let mut providers: Vec<Option<NodeProcess>> = (0..3)
         .map(|i| {
-            Some(NodeProcess::start(
+            Some(NodeProcess::provider(
                 &env,
                 &format!("p{i}"),
-                &provider_args(i),
+                &requester,
+                &[],
             ))
         })
         .collect();
@@ -286,11 +306,10 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
         local_png,
         "byte-identical to the local run"
     );
-    let busy = status["providers"]
-        .as_array()
-        .expect("providers")
+    let busy = providers
         .iter()
-        .filter(|p| p["tasks_done"].as_u64() > Some(0))
+        .flatten()
+        .filter(|p| tasks_done(&status, &p.peer_id) > 0)
         .count();
     assert_eq!(busy, 3, "every provider ran tasks: {status}");
 
@@ -344,44 +363,17 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
 fn a_throttled_provider_receives_clearly_fewer_tasks() {
     let env = Env::new();
     let job = big_mandelbrot_job(&env);
-    let requester = NodeProcess::start(
-        &env,
-        "requester",
-        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
-    );
-    let base = [
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-        "--provide",
-        "--slots",
-        "1",
-        "--bootstrap",
-    ];
-    let with = |extra: &[&'static str]| -> Vec<&str> {
-        let mut args: Vec<&str> = base.to_vec();
-        args.push(&requester.tcp);
-        args.extend_from_slice(extra);
-        args
-    };
+    let requester = NodeProcess::requester(&env);
     let honest: Vec<NodeProcess> = (0..2)
-        .map(|i| NodeProcess::start(&env, &format!("honest{i}"), &with(&[])))
+        .map(|i| NodeProcess::provider(&env, &format!("honest{i}"), &requester, &[]))
         .collect();
-    let slow = NodeProcess::start(&env, "slow", &with(&["--throttle", "3"]));
+    let slow = NodeProcess::provider(&env, "slow", &requester, &["--throttle", "3"]);
     wait_until("three offers", Duration::from_secs(30), || {
         requester.offers() >= 3
     });
     let status = submit_and_follow(&env, &requester, &job, |_| {});
     assert_eq!(status["state"], "completed", "{status}");
-    let done = |peer: &str| {
-        status["providers"]
-            .as_array()
-            .expect("providers")
-            .iter()
-            .find(|p| p["peer_id"] == peer)
-            .and_then(|p| p["tasks_done"].as_u64())
-            .unwrap_or(0)
-    };
+    let done = |peer: &str| tasks_done(&status, peer);
     let slow_tasks = done(&slow.peer_id);
     for h in &honest {
         let honest_tasks = done(&h.peer_id);
@@ -399,32 +391,13 @@ fn bad_input_on_the_wire_is_rejected_and_the_job_goes_on_with_honest_providers()
     let env = Env::new();
     let job = big_mandelbrot_job(&env);
     let local = env.run_job(&job, &env.path("local"), &[]);
-    let requester = NodeProcess::start(
-        &env,
-        "requester",
-        &["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"],
-    );
-    let base = [
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-        "--provide",
-        "--slots",
-        "1",
-        "--bootstrap",
-    ];
-    let with = |extra: &[&'static str]| -> Vec<&str> {
-        let mut args: Vec<&str> = base.to_vec();
-        args.push(&requester.tcp);
-        args.extend_from_slice(extra);
-        args
-    };
+    let requester = NodeProcess::requester(&env);
     let honest: Vec<NodeProcess> = (0..2)
-        .map(|i| NodeProcess::start(&env, &format!("honest{i}"), &with(&[])))
+        .map(|i| NodeProcess::provider(&env, &format!("honest{i}"), &requester, &[]))
         .collect();
     let liars: Vec<NodeProcess> = ["bad-signature", "bad-output", "oversized"]
         .iter()
-        .map(|mode| NodeProcess::start(&env, mode, &with(&["--misbehave", mode])))
+        .map(|mode| NodeProcess::provider(&env, mode, &requester, &["--misbehave", mode]))
         .collect();
     wait_until("five offers", Duration::from_secs(30), || {
         requester.offers() >= 5
@@ -435,15 +408,7 @@ fn bad_input_on_the_wire_is_rejected_and_the_job_goes_on_with_honest_providers()
         status["checksum"], local["checksum"],
         "the result is the honest one"
     );
-    let done = |peer: &str| {
-        status["providers"]
-            .as_array()
-            .expect("providers")
-            .iter()
-            .find(|p| p["peer_id"] == peer)
-            .and_then(|p| p["tasks_done"].as_u64())
-            .unwrap_or(0)
-    };
+    let done = |peer: &str| tasks_done(&status, peer);
     for liar in &liars {
         assert_eq!(
             done(&liar.peer_id),

@@ -1,0 +1,107 @@
+//! Runs the verification core under every cheating strategy and prints what
+//! it lets through and what it costs (the figures in BENCHMARKS.md).
+//!
+//!     cargo run --release -p verify --example simulate
+
+use verify::Policy;
+use verify::sim::{SimConfig, Strategy, simulate};
+
+const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+
+fn main() -> Result<(), verify::sim::SimError> {
+    let base = SimConfig {
+        providers: 100,
+        tasks: 10_000,
+        cheater_share: 0.2,
+        strategy: Strategy::Honest,
+        policy: Policy::default(),
+        seed: 0,
+    };
+    let floor = |f: f64| Policy {
+        floor: f,
+        ..Policy::default()
+    };
+    let intermittent = Strategy::Intermittent {
+        trusted_after: u64::from(Policy::default().ramp),
+        p: 0.05,
+    };
+    let cases = [
+        ("honest", Strategy::Honest, Policy::default()),
+        ("naive p=0.5", Strategy::Naive { p: 0.5 }, Policy::default()),
+        ("naive p=0.1", Strategy::Naive { p: 0.1 }, Policy::default()),
+        (
+            "collude p=0.5",
+            Strategy::Collude { p: 0.5 },
+            Policy::default(),
+        ),
+        (
+            "collude p=0.1",
+            Strategy::Collude { p: 0.1 },
+            Policy::default(),
+        ),
+        ("intermittent, floor 0.1", intermittent, floor(0.1)),
+        ("intermittent, floor 0.2", intermittent, floor(0.2)),
+        ("intermittent, floor 1 (full)", intermittent, floor(1.0)),
+        (
+            "selective coalition",
+            Strategy::Selective,
+            Policy::default(),
+        ),
+    ];
+    println!(
+        "100 providers, 10,000 tasks, 20% cheaters, seeds {SEEDS:?}; per seed, comma-separated"
+    );
+    println!(
+        "{:<30} {:>22} {:>26} {:>16} {:>10} {:>12}",
+        "strategy", "wrong in output", "extra exec/task", "cheaters out", "honest out", "bound"
+    );
+    for (name, strategy, policy) in cases {
+        let mut wrong = Vec::new();
+        let mut extra = Vec::new();
+        let mut out = Vec::new();
+        let mut honest_out = 0;
+        let mut bound = 0.0;
+        for seed in SEEDS {
+            let r = simulate(&SimConfig {
+                strategy,
+                policy,
+                seed,
+                ..base
+            })?;
+            wrong.push(r.wrong_in_output.to_string());
+            extra.push(format!("{:.3}", r.extra_per_task));
+            out.push(format!("{}/{}", r.cheaters_excluded, r.cheaters));
+            honest_out += r.honest_excluded;
+            bound += r.coalition_bound;
+        }
+        let bound = if strategy == Strategy::Selective {
+            format!("{:.1}", bound / SEEDS.len() as f64)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<30} {:>22} {:>26} {:>16} {:>10} {:>12}",
+            name,
+            wrong.join(","),
+            extra.join(","),
+            out.join(",").chars().take(16).collect::<String>(),
+            honest_out,
+            bound
+        );
+    }
+    let honest = simulate(&SimConfig { seed: 1, ..base })?;
+    println!(
+        "\neveryone honest (seed 1): extra executions per task after the first 500 tasks: {:.3}",
+        honest.extra_per_task_after_first_window
+    );
+    println!("the curve, per window of 500 tasks:");
+    for (i, extra) in honest.curve.iter().enumerate() {
+        println!(
+            "  tasks {:>5}-{:<5} {:.3}",
+            i * 500,
+            (i + 1) * 500 - 1,
+            extra
+        );
+    }
+    Ok(())
+}

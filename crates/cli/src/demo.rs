@@ -157,6 +157,7 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
             p.busy_ms as f64 / 1000.0
         );
     }
+    job::print_verification(&status.verification);
     println!();
     println!("To start a real network across machines:");
     println!("  on one machine:  plexus node --listen /ip4/0.0.0.0/tcp/4001");

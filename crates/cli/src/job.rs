@@ -177,6 +177,42 @@ pub fn short(peer: &str) -> String {
         .to_owned()
 }
 
+pub fn print_verification(v: &node::VerificationStatus) {
+    if !v.enabled {
+        println!("verified  no: the job turned verification off; every result taken as it came");
+        return;
+    }
+    let s = &v.summary;
+    println!(
+        "verified  {} by replicas, {} by spot check, {} by the requester's own run, {} on reputation",
+        s.by_replicas, s.by_spot_check, s.by_ground_truth, s.on_reputation
+    );
+    println!(
+        "checks    {} executions, {} disagreements, {} re-verified, floor {} with {} replicas",
+        s.executions, s.disagreements, s.reverified, v.floor, v.replicas
+    );
+    if s.excluded.is_empty() {
+        println!("excluded  none");
+    }
+    for peer in &s.excluded {
+        println!("excluded  {peer} (caught: its results were contradicted and re-verified)");
+    }
+    if let Some(b) = &v.bound {
+        println!(
+            "bound     if {:.0}% of the {} providers ({}) colluded, each of the {} tasks replicated {}× \
+             had a {:.2e} chance that they held every replica: at most {:.3} wrong results expected; \
+             results taken on reputation rest on spot checks at the floor",
+            b.assumed_cheater_share * 100.0,
+            b.providers,
+            b.cheaters,
+            b.replicated_tasks,
+            b.replicas,
+            b.per_replicated_task,
+            b.expected_wrong_at_most
+        );
+    }
+}
+
 pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
@@ -199,6 +235,7 @@ pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
             p.busy_ms as f64 / 1000.0
         );
     }
+    print_verification(&s.verification);
     if let Some(e) = &s.error {
         println!("error     {e}");
     }

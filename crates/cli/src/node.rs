@@ -40,7 +40,8 @@ pub struct NodeArgs {
     #[cfg(feature = "adversary")]
     #[arg(long, value_name = "N", default_value_t = 1)]
     throttle: u32,
-    /// TEST ONLY (the `adversary` build): bad-signature, bad-output or oversized
+    /// TEST ONLY (the `adversary` build): bad-signature, bad-output, oversized,
+    /// wrong:PERCENT, collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel or replay
     #[cfg(feature = "adversary")]
     #[arg(long, value_name = "MODE")]
     misbehave: Option<String>,
@@ -64,12 +65,10 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
     #[cfg(feature = "adversary")]
     let misbehave = match a.misbehave.as_deref() {
         None => None,
-        Some("bad-signature") => Some(node::Misbehaviour::BadSignature),
-        Some("bad-output") => Some(node::Misbehaviour::BadOutput),
-        Some("oversized") => Some(node::Misbehaviour::Oversized),
-        Some(other) => {
-            anyhow::bail!("--misbehave {other:?}: expected bad-signature, bad-output or oversized")
-        }
+        Some(mode) => Some(
+            mode.parse::<node::Misbehaviour>()
+                .map_err(|e| anyhow::anyhow!("--misbehave {mode:?}: {e}"))?,
+        ),
     };
     let config = node::NodeConfig {
         data_dir: data_dir.to_path_buf(),

@@ -5,7 +5,7 @@ use crate::local;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use sandbox::{InputDir, LoadedModule, Outcome, Sandbox, TaskReport, TaskRun};
+use sandbox::{InputDir, LoadedModule, Sandbox, TaskReport, TaskRun};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -131,7 +131,7 @@ pub fn run(a: RunArgs, data_dir: &Path) -> anyhow::Result<u8> {
                 Ok(report) => {
                     total_fuel = total_fuel + report.fuel_used.unwrap_or_default();
                     if !report.outcome.is_success() {
-                        failures.push(describe_failure(
+                        failures.push(types::outcome::describe_failure(
                             done.index,
                             &report.outcome,
                             &report.stderr_tail,
@@ -249,19 +249,4 @@ impl WorkerCtx<'_> {
 
 fn task_dir(scratch: &Path, index: u64) -> PathBuf {
     scratch.join("tasks").join(index.to_string())
-}
-
-fn describe_failure(index: u64, outcome: &Outcome, stderr_tail: &[u8]) -> String {
-    let tail = String::from_utf8_lossy(stderr_tail);
-    let last_line = tail
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    if last_line.is_empty() {
-        format!("task {index} {outcome}")
-    } else {
-        format!("task {index} {outcome} (stderr: {last_line})")
-    }
 }

@@ -53,6 +53,12 @@ pub enum Event {
     Listening(Multiaddr),
     Connected(PeerId),
     Disconnected(PeerId),
+    /// The address a connection to `peer` goes to (for placement rules
+    /// such as replicas in distinct address ranges).
+    Address {
+        peer: PeerId,
+        address: Multiaddr,
+    },
     Offer {
         from: PeerId,
         offer: Offer,
@@ -506,8 +512,19 @@ impl Actor {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
-            } if num_established.get() == 1 => self.emit(Event::Connected(peer_id)).await,
+            } => {
+                let address = endpoint.get_remote_address().clone();
+                if num_established.get() == 1 {
+                    self.emit(Event::Connected(peer_id)).await;
+                }
+                self.emit(Event::Address {
+                    peer: peer_id,
+                    address,
+                })
+                .await;
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,

@@ -11,6 +11,7 @@ pub mod wire;
 
 pub use actor::{Event, InboundId, NetConfig, NetHandle, spawn};
 pub use libp2p::identity::Keypair;
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
 
 #[derive(Debug, thiserror::Error)]

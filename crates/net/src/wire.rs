@@ -87,6 +87,33 @@ pub struct ResultBody {
     pub run_ms: u64,
 }
 
+/// Whether a (signature-checked) result answers exactly this assignment:
+/// same job, task, attempt, module, inputs, seed and limits. A result
+/// replayed from another task, attempt or job fails here.
+pub fn check_binding(expected: &TaskAssignment, body: &ResultBody) -> Result<(), String> {
+    let mismatch = if body.job_id != expected.job_id {
+        "job"
+    } else if body.task_index != expected.task_index {
+        "task"
+    } else if body.attempt != expected.attempt {
+        "attempt"
+    } else if body.module != expected.module {
+        "module"
+    } else if body.inputs != expected.inputs {
+        "inputs"
+    } else if body.seed != expected.seed {
+        "seed"
+    } else if body.limits != expected.limits {
+        "limits"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "result is bound to another {mismatch} (job {} task {} attempt {})",
+        body.job_id, body.task_index, body.attempt
+    ))
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SignedResult {
     /// CBOR of [`ResultBody`].
@@ -181,6 +208,55 @@ mod tests {
             stderr_tail: vec![],
             run_ms: 1,
         }
+    }
+
+    fn assignment_for(body: &ResultBody) -> TaskAssignment {
+        TaskAssignment {
+            job_id: body.job_id.clone(),
+            task_index: body.task_index,
+            attempt: body.attempt,
+            module: body.module,
+            program: "p".into(),
+            inputs: body.inputs.clone(),
+            args: vec![],
+            env: vec![],
+            seed: body.seed,
+            limits: body.limits,
+            entry: None,
+            canonicalize_nans: false,
+        }
+    }
+
+    #[test]
+    fn replayed_results_are_rejected_for_every_other_task_attempt_and_job() {
+        let key = Keypair::generate_ed25519();
+        let signer = key.public().to_peer_id();
+        let original = body();
+        let signed = SignedResult::sign(&key, &original).expect("sign");
+        let replayed = signed.verify(&signer).expect("valid signature");
+        assert_eq!(check_binding(&assignment_for(&original), &replayed), Ok(()));
+        let mut accepted = 0;
+        for i in 0..1000_u64 {
+            let mut other = assignment_for(&original);
+            match i % 3 {
+                0 => other.task_index = original.task_index + 1 + i,
+                1 => other.attempt = original.attempt + 1 + i as u32,
+                _ => other.job_id = format!("job-{i}"),
+            }
+            if check_binding(&other, &replayed).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 0, "replays accepted out of 1,000");
+        let mut other = assignment_for(&original);
+        other.seed += 1;
+        assert!(check_binding(&other, &replayed).is_err());
+        // Rebinding a replay means re-signing: with another key it no longer
+        // verifies as the provider's own.
+        let mut forged = original.clone();
+        forged.task_index = 99;
+        let resigned = SignedResult::sign(&Keypair::generate_ed25519(), &forged).expect("sign");
+        assert!(resigned.verify(&signer).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! out what they decide. One task owns that state; the API reaches it
 //! through a [`NodeHandle`] over a bounded channel.
 //!
-//! Job state is in memory for now; durable jobs (SQLite) are the next step.
+//! Job state is in memory for now (jobs, reputation and evidence are in
+//! SQLite); durable tasks are the next step.
 
 mod blobs;
 mod provider;
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 #[cfg(feature = "adversary")]
 pub use provider::Misbehaviour;
 pub use provider::ProviderConfig;
-pub use requester::{JobStatus, JobSubmission, ProviderShare};
+pub use requester::{CoalitionBound, JobStatus, JobSubmission, ProviderShare, VerificationStatus};
 
 /// API requests waiting for the node.
 const API_QUEUE_MAX: usize = 256;
@@ -186,7 +187,7 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
             blobs.clone(),
             net.clone(),
             internal_tx.clone(),
-        ),
+        )?,
         provider,
         blobs,
         peers: HashMap::new(),
@@ -202,6 +203,8 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
 
 struct PeerState {
     connected: bool,
+    /// Its address range (IPv4 /24, IPv6 /48), from the last connection.
+    network: Option<String>,
     rtt: Option<Duration>,
     offer: Option<(Offer, Instant)>,
 }
@@ -247,6 +250,7 @@ impl Node {
     fn peer(&mut self, peer: PeerId) -> &mut PeerState {
         self.peers.entry(peer).or_insert(PeerState {
             connected: false,
+            network: None,
             rtt: None,
             offer: None,
         })
@@ -268,6 +272,9 @@ impl Node {
             Event::Disconnected(peer) => {
                 self.peer(peer).connected = false;
                 self.requester.on_disconnect(peer);
+            }
+            Event::Address { peer, address } => {
+                self.peer(peer).network = network_of(&address);
             }
             Event::RoundTrip { peer, rtt } => self.peer(peer).rtt = Some(rtt),
             Event::Offer { from, offer } => {
@@ -362,12 +369,56 @@ impl Node {
     }
 
     fn dispatch(&mut self) {
-        let live: Vec<(PeerId, Offer, Option<Duration>)> = self
+        let live: Vec<requester::Candidate> = self
             .peers
             .iter()
             .filter(|(_, p)| p.connected)
-            .filter_map(|(id, p)| p.offer.as_ref().map(|(o, _)| (*id, o.clone(), p.rtt)))
+            .filter_map(|(id, p)| {
+                p.offer.as_ref().map(|(o, _)| requester::Candidate {
+                    peer: *id,
+                    offer: o.clone(),
+                    rtt: p.rtt,
+                    network: p.network.clone(),
+                })
+            })
             .collect();
         self.requester.dispatch(&live);
+    }
+}
+
+/// The address range a connection's address belongs to: IPv4 /24, IPv6 /48.
+fn network_of(address: &Multiaddr) -> Option<String> {
+    use net::Protocol;
+    address.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => {
+            let [a, b, c, _] = ip.octets();
+            Some(format!("{a}.{b}.{c}.0/24"))
+        }
+        Protocol::Ip6(ip) => {
+            let s = ip.segments();
+            Some(format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_ranges_group_by_24_and_48_bits() {
+        let at = |s: &str| network_of(&s.parse::<Multiaddr>().expect("multiaddr"));
+        assert_eq!(at("/ip4/10.1.2.3/tcp/1"), Some("10.1.2.0/24".into()));
+        assert_eq!(
+            at("/ip4/10.1.2.3/tcp/1"),
+            at("/ip4/10.1.2.200/udp/9/quic-v1")
+        );
+        assert_ne!(at("/ip4/10.1.2.3/tcp/1"), at("/ip4/10.1.3.3/tcp/1"));
+        assert_eq!(
+            at("/ip6/2001:db8:1:2::1/tcp/1"),
+            Some("2001:db8:1::/48".into())
+        );
+        assert_eq!(at("/dns4/example.org/tcp/1"), None);
     }
 }

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::BlobStore;
 use tokio::sync::{Semaphore, mpsc};
+#[cfg(feature = "adversary")]
+use types::OutputFile;
 
 /// Tasks accepted beyond the free slots, waiting for one (the requester's prefetch).
 pub const QUEUED_TASKS_MAX: u32 = 4;
@@ -32,7 +34,7 @@ pub struct ProviderConfig {
     pub misbehave: Option<Misbehaviour>,
 }
 
-/// Test-only ways to be a bad provider on the wire.
+/// Test-only ways to be a bad provider.
 #[cfg(feature = "adversary")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Misbehaviour {
@@ -42,6 +44,62 @@ pub enum Misbehaviour {
     BadOutput,
     /// Results over the control message limit.
     Oversized,
+    /// A wrong output of its own (signed, well-formed) on this share of tasks.
+    Wrong { percent: u8 },
+    /// After its first `after` tasks, the same wrong output as every other
+    /// colluder on the tasks whose id falls in this share (all colluders
+    /// pick the same tasks).
+    Collude { after: u64, percent: u8 },
+    /// Honest for its first `after` tasks, then wrong on this share.
+    Intermittent { after: u64, percent: u8 },
+    /// Claims more fuel than the task used.
+    FuelLie,
+    /// Answers with the signed result of the task it ran before.
+    Replay,
+}
+
+#[cfg(feature = "adversary")]
+impl std::str::FromStr for Misbehaviour {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected bad-signature, bad-output, oversized, wrong:PERCENT, \
+                        collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel or replay";
+        let percent = |p: &str| -> Result<u8, String> {
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or_else(|| format!("{p:?} is not a percentage"))
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        Ok(match parts.as_slice() {
+            ["bad-signature"] => Misbehaviour::BadSignature,
+            ["bad-output"] => Misbehaviour::BadOutput,
+            ["oversized"] => Misbehaviour::Oversized,
+            ["wrong", p] => Misbehaviour::Wrong {
+                percent: percent(p)?,
+            },
+            ["collude", p] => Misbehaviour::Collude {
+                after: 0,
+                percent: percent(p)?,
+            },
+            ["collude", after, p] => Misbehaviour::Collude {
+                after: after
+                    .parse()
+                    .map_err(|_| format!("{after:?} is not a number of tasks"))?,
+                percent: percent(p)?,
+            },
+            ["intermittent", after, p] => Misbehaviour::Intermittent {
+                after: after
+                    .parse()
+                    .map_err(|_| format!("{after:?} is not a number of tasks"))?,
+                percent: percent(p)?,
+            },
+            ["fuel"] => Misbehaviour::FuelLie,
+            ["replay"] => Misbehaviour::Replay,
+            _ => return Err(expected.into()),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -69,6 +127,8 @@ pub(crate) struct Provider {
     next_offer: Instant,
     cores: u32,
     memory_bytes: u64,
+    #[cfg(feature = "adversary")]
+    cheat: Arc<std::sync::Mutex<CheatState>>,
 }
 
 impl Provider {
@@ -109,6 +169,8 @@ impl Provider {
             next_offer: Instant::now(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_bytes: total_memory_bytes(),
+            #[cfg(feature = "adversary")]
+            cheat: Arc::default(),
         })
     }
 
@@ -207,6 +269,8 @@ impl Provider {
             throttle: self.config.throttle,
             #[cfg(feature = "adversary")]
             misbehave: self.config.misbehave,
+            #[cfg(feature = "adversary")]
+            cheat: self.cheat.clone(),
         };
         let internal = internal.clone();
         tokio::spawn(async move {
@@ -234,6 +298,16 @@ struct RunJob {
     throttle: u32,
     #[cfg(feature = "adversary")]
     misbehave: Option<Misbehaviour>,
+    #[cfg(feature = "adversary")]
+    cheat: Arc<std::sync::Mutex<CheatState>>,
+}
+
+/// What a cheating provider remembers between tasks (test builds only).
+#[cfg(feature = "adversary")]
+#[derive(Default)]
+pub(crate) struct CheatState {
+    tasks: u64,
+    last: Option<SignedResult>,
 }
 
 impl RunJob {
@@ -269,15 +343,17 @@ impl RunJob {
         self.fuel_used
             .fetch_add(body.fuel_used.unwrap_or(0), Ordering::Relaxed);
         #[cfg(feature = "adversary")]
-        let body = match self.misbehave {
-            Some(Misbehaviour::Oversized) => ResultBody {
-                stderr_tail: vec![b'x'; 2 << 20],
-                ..body
-            },
-            _ => body,
-        };
+        let body = self.misbehave_on(body)?;
         #[allow(unused_mut)]
         let mut signed = SignedResult::sign(&self.keypair, &body).map_err(|e| e.to_string())?;
+        #[cfg(feature = "adversary")]
+        if self.misbehave == Some(Misbehaviour::Replay) {
+            let mut cheat = self.cheat.lock().map_err(|_| "poisoned".to_owned())?;
+            let previous = cheat.last.replace(signed.clone());
+            if let Some(previous) = previous {
+                signed = previous;
+            }
+        }
         #[cfg(feature = "adversary")]
         if self.misbehave == Some(Misbehaviour::BadSignature)
             && let Some(byte) = signed.signature.first_mut()
@@ -288,7 +364,69 @@ impl RunJob {
     }
 }
 
-fn execute(
+#[cfg(feature = "adversary")]
+impl RunJob {
+    /// Turns an honest result into the lie this provider tells, if any.
+    fn misbehave_on(&self, mut body: ResultBody) -> Result<ResultBody, String> {
+        let tasks = {
+            let mut cheat = self.cheat.lock().map_err(|_| "poisoned".to_owned())?;
+            cheat.tasks += 1;
+            cheat.tasks
+        };
+        // A draw per task that every colluder makes alike.
+        let by_task = |salt: &str| {
+            let h = types::BlobHash::of(
+                format!("{salt}:{}:{}", body.job_id, body.task_index).as_bytes(),
+            );
+            (u64::from_le_bytes(h.0[..8].try_into().unwrap_or_default()) % 100) as u8
+        };
+        let own = self.keypair.public().to_peer_id().to_string();
+        let forge = match self.misbehave {
+            Some(Misbehaviour::Oversized) => {
+                body.stderr_tail = vec![b'x'; 2 << 20];
+                None
+            }
+            Some(Misbehaviour::FuelLie) => {
+                body.fuel_used = body.fuel_used.map(|f| f + 1_000);
+                None
+            }
+            Some(Misbehaviour::Wrong { percent }) => (by_task(&own) < percent).then_some(own),
+            Some(Misbehaviour::Collude { after, percent }) => {
+                (tasks > after && by_task("collude") < percent).then(|| "collude".to_owned())
+            }
+            Some(Misbehaviour::Intermittent { after, percent }) => {
+                (tasks > after && by_task(&own) < percent).then_some(own)
+            }
+            _ => None,
+        };
+        if let Some(marker) = forge {
+            // A well-formed lie: a real blob, served and hashed like any output.
+            let mut bytes = match body.outputs.first() {
+                Some(first) => {
+                    std::fs::read(self.blobs.path(&first.hash)).map_err(|e| e.to_string())?
+                }
+                None => Vec::new(),
+            };
+            bytes.extend_from_slice(marker.as_bytes());
+            let hash = self.blobs.put_bytes(&bytes).map_err(|e| e.to_string())?;
+            let forged = OutputFile {
+                name: body
+                    .outputs
+                    .first()
+                    .map_or("forged".into(), |f| f.name.clone()),
+                size_bytes: bytes.len() as u64,
+                hash,
+            };
+            match body.outputs.first_mut() {
+                Some(first) => *first = forged,
+                None => body.outputs.push(forged),
+            }
+        }
+        Ok(body)
+    }
+}
+
+pub(crate) fn execute(
     sandbox: &Sandbox,
     blobs: &BlobStore,
     t: &TaskAssignment,

@@ -1,11 +1,17 @@
 //! The requester side: jobs, their tasks, dispatch under a credit window per
 //! provider (its slots plus a little prefetch, so faster providers take more),
-//! re-queueing on failure or disconnect, result checking, output collection
-//! and assembly.
+//! re-queueing on failure or disconnect, verification of results, output
+//! collection and assembly.
+//!
+//! What to replicate, what to accept and whom to exclude is decided by the
+//! pure `verify` crate; this file carries out its actions: it dispatches the
+//! executions it asks for, runs a task itself when results disagree, keeps
+//! the evidence, and persists each provider's record.
 
-use crate::{Internal, NodeError, blobs};
-use net::wire::{Offer, TaskAssignment, TaskRequest, TaskResponse};
+use crate::{Internal, NodeError, blobs, provider};
+use net::wire::{self, Offer, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
 use net::{NetHandle, PeerId};
+use sandbox::{Sandbox, SandboxConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -13,11 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::BlobStore;
 use tokio::sync::mpsc;
-use types::{BlobHash, Job, ModuleSource, Outcome};
+use types::{BlobHash, Job, ModuleSource, Outcome, OutputFile, Trap};
+use verify::{Action, Claim, JobVerifier, Policy, Record, Summary};
 
 /// Tasks sent to a provider beyond its slots, so it never waits for work.
 const PREFETCH_PER_PROVIDER: u32 = 1;
-/// Attempts per task before the job fails.
+/// Attempts of one task that end without a result before the job fails.
 const ATTEMPTS_MAX: u32 = 5;
 /// Time an attempt may take beyond the task's own deadline (blob fetches, queueing).
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(30);
@@ -25,6 +32,12 @@ const ATTEMPT_MARGIN: Duration = Duration::from_secs(30);
 const FAILURES_BEFORE_EXCLUSION: u32 = 3;
 /// Jobs kept by one node (finished ones included).
 const JOBS_MAX: usize = 1024;
+/// Queued executions one provider's turn looks through for one it may run:
+/// a replica must skip the providers that already hold its task.
+const PENDING_SCAN_MAX: usize = 64;
+/// The cheater share assumed when `job status` states what a coalition
+/// holding every replica of a task could pass.
+const ASSUMED_CHEATER_SHARE: f64 = 0.2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSubmission {
@@ -38,11 +51,39 @@ pub struct JobSubmission {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProviderShare {
     pub peer_id: String,
+    /// Its results that were accepted (alone or as an agreeing replica).
     pub tasks_done: u64,
     pub in_flight: u64,
+    /// Fuel of its accepted results: what it is owed for this job.
     pub fuel: u64,
     /// Time its sandboxes spent running this job's tasks.
     pub busy_ms: u64,
+}
+
+/// What a selective coalition could have slipped through unanimity.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CoalitionBound {
+    pub assumed_cheater_share: f64,
+    /// Providers that took part in the job, and the cheaters assumed among them.
+    pub providers: u64,
+    pub cheaters: u64,
+    pub replicas: u64,
+    /// C(c,k)/C(N,k): the chance the coalition held every replica of a task.
+    pub per_replicated_task: f64,
+    pub replicated_tasks: u64,
+    pub expected_wrong_at_most: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerificationStatus {
+    pub enabled: bool,
+    pub floor: f64,
+    pub replicas: u8,
+    /// How each result was established, what was found, and the providers
+    /// caught (their results void, their offers ignored).
+    #[serde(flatten)]
+    pub summary: Summary<String>,
+    pub bound: Option<CoalitionBound>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,8 +96,10 @@ pub struct JobStatus {
     pub tasks_done: u64,
     pub tasks_in_flight: u64,
     pub retries: u64,
+    /// Fuel of the accepted result of each task, summed: the job's work.
     pub fuel: u64,
     pub providers: Vec<ProviderShare>,
+    pub verification: VerificationStatus,
     pub result: Option<String>,
     pub checksum: Option<u64>,
     pub error: Option<String>,
@@ -71,31 +114,40 @@ pub(crate) enum Completion {
         peer: PeerId,
         done: TaskDone,
     },
+    /// The requester's own run of a task whose results disagreed.
+    Local {
+        job: String,
+        index: u64,
+        result: Result<Box<Reported>, String>,
+    },
     Assembled {
         job: String,
         result: Result<(PathBuf, Option<u64>), String>,
     },
 }
 
-pub(crate) enum TaskDone {
-    Ok {
-        fuel: u64,
-        run_ms: u64,
-    },
-    /// The task itself failed (deterministically): the job fails.
-    Failed(String),
-    /// This attempt failed; another provider may succeed.
-    Retry(String),
-    /// The provider cheated or garbled its result: retry elsewhere, and
-    /// stop using it for this job.
-    Rejected(String),
+/// A result, checked for its signature and binding, its outputs fetched
+/// into the blob store.
+pub(crate) struct Reported {
+    claim: Claim,
+    outcome: Outcome,
+    outputs: Vec<OutputFile>,
+    fuel: u64,
+    run_ms: u64,
+    stderr_tail: Vec<u8>,
+    /// Kept until the task is settled: evidence if it is contradicted.
+    signed: Option<SignedResult>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Slot {
-    Pending,
-    InFlight { peer: PeerId },
-    Done,
+pub(crate) enum TaskDone {
+    Ok(Box<Reported>),
+    /// This attempt gave no result; another provider may succeed.
+    Retry {
+        reason: String,
+        timed_out: bool,
+    },
+    /// The provider cheated or garbled its answer: caught.
+    Rejected(String),
 }
 
 #[derive(PartialEq)]
@@ -112,15 +164,27 @@ struct JobState {
     module: BlobHash,
     program: String,
     inputs: Vec<(String, BlobHash)>,
-    slots: Vec<Slot>,
+    settled: Vec<bool>,
+    /// Fuel of each settled task's accepted result.
+    task_fuel: Vec<u64>,
+    /// Executions handed out per task: each attempt number is used once.
     attempts: Vec<u32>,
+    /// Attempts per task that ended without a result.
+    failed: Vec<u32>,
+    running: HashMap<(u64, u32), PeerId>,
+    /// Executions wanted (a task index may appear once per replica wanted).
     pending: VecDeque<u64>,
+    /// Results waiting for their task to be settled.
+    reported: HashMap<(u64, PeerId), Reported>,
+    /// The requester's own runs, waiting to be applied.
+    local: HashMap<u64, Reported>,
+    verifier: Option<JobVerifier<PeerId>>,
     done: u64,
     retries: u64,
     fuel: u64,
     shares: BTreeMap<PeerId, ProviderShare>,
+    /// Providers left out of this job after repeated failures.
     excluded: HashSet<PeerId>,
-    /// Failed attempts per provider; past FAILURES_BEFORE_EXCLUSION it gets no more of this job.
     failures: HashMap<PeerId, u32>,
     state: State,
     /// Whether its end is written to the database.
@@ -133,6 +197,15 @@ struct JobState {
     dir: PathBuf,
 }
 
+/// A provider with a live offer, as dispatch sees it.
+pub(crate) struct Candidate {
+    pub peer: PeerId,
+    pub offer: Offer,
+    pub rtt: Option<Duration>,
+    /// Its address range (IPv4 /24, IPv6 /48), when known.
+    pub network: Option<String>,
+}
+
 pub(crate) struct Requester {
     data_dir: PathBuf,
     db: store::Db,
@@ -141,6 +214,12 @@ pub(crate) struct Requester {
     internal: mpsc::Sender<Internal>,
     jobs: Vec<JobState>,
     next_job: usize,
+    /// Every provider's record, loaded from the database and kept in step.
+    reputation: HashMap<PeerId, Record>,
+    networks: HashMap<PeerId, String>,
+    /// The sandboxes for the requester's own runs, made on first need
+    /// (plain, NaN-canonical).
+    local_sandboxes: [Option<Arc<Sandbox>>; 2],
 }
 
 impl Requester {
@@ -150,8 +229,22 @@ impl Requester {
         blobs: Arc<BlobStore>,
         net: NetHandle,
         internal: mpsc::Sender<Internal>,
-    ) -> Self {
-        Requester {
+    ) -> Result<Self, NodeError> {
+        let mut reputation = HashMap::new();
+        for (peer, r) in db.reputations()? {
+            if let Ok(peer) = peer.parse::<PeerId>() {
+                reputation.insert(
+                    peer,
+                    Record {
+                        verified: r.verified,
+                        disagreed: r.disagreed,
+                        timed_out: r.timed_out,
+                        streak: r.streak,
+                    },
+                );
+            }
+        }
+        Ok(Requester {
             data_dir,
             db,
             blobs,
@@ -159,7 +252,10 @@ impl Requester {
             internal,
             jobs: Vec::new(),
             next_job: 0,
-        }
+            reputation,
+            networks: HashMap::new(),
+            local_sandboxes: [None, None],
+        })
     }
 
     pub fn submit(&mut self, s: JobSubmission) -> Result<String, NodeError> {
@@ -208,12 +304,30 @@ impl Requester {
         let dir = self.data_dir.join("jobs").join(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::Job(format!("create {}: {e}", dir.display())))?;
+        let verifier = if job.verification.enabled {
+            let policy = Policy {
+                floor: job.verification.floor,
+                replicas: job.verification.replicas,
+                ..Policy::default()
+            };
+            policy
+                .validate()
+                .map_err(|e| NodeError::Job(format!("{}: {e}", s.job_file)))?;
+            // Spot checks are drawn from the OS's randomness: no provider
+            // can predict which of its results are checked.
+            let draw_seed = {
+                use rand::TryRngCore;
+                rand::rngs::OsRng
+                    .try_next_u64()
+                    .map_err(|e| NodeError::Job(format!("no randomness from the OS: {e}")))?
+            };
+            Some(JobVerifier::new(n, policy, draw_seed))
+        } else {
+            None
+        };
         // Written before the submission is acknowledged.
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         self.db
-            .insert_job(&id, &job.name, &s.job_toml, &s.base_dir, n, now_ms)?;
+            .insert_job(&id, &job.name, &s.job_toml, &s.base_dir, n, now_ms())?;
         tracing::info!(target: "plexus::job", job = %id, name = %job.name, tasks = n, "job submitted");
         self.jobs.push(JobState {
             id: id.clone(),
@@ -221,9 +335,15 @@ impl Requester {
             module,
             program,
             inputs,
-            slots: vec![Slot::Pending; n as usize],
+            settled: vec![false; n as usize],
+            task_fuel: vec![0; n as usize],
             attempts: vec![0; n as usize],
+            failed: vec![0; n as usize],
+            running: HashMap::new(),
             pending: (0..n).collect(),
+            reported: HashMap::new(),
+            local: HashMap::new(),
+            verifier,
             done: 0,
             retries: 0,
             fuel: 0,
@@ -250,16 +370,31 @@ impl Requester {
         self.jobs.iter().map(status_of).collect()
     }
 
-    /// Hands pending tasks to providers with credit left, cheapest and
-    /// fastest first, jobs in turn.
-    pub fn dispatch(&mut self, offers: &[(PeerId, Offer, Option<Duration>)]) {
-        let mut ranked: Vec<&(PeerId, Offer, Option<Duration>)> = offers.iter().collect();
-        ranked.sort_by_key(|(peer, o, rtt)| {
+    /// A provider caught once is ignored from then on, in every job.
+    fn is_caught(&self, peer: &PeerId) -> bool {
+        self.reputation.get(peer).is_some_and(|r| r.disagreed > 0)
+    }
+
+    /// Hands pending executions to providers with credit left, cheapest
+    /// and fastest first, jobs in turn.
+    pub fn dispatch(&mut self, candidates: &[Candidate]) {
+        for c in candidates {
+            if let Some(network) = &c.network {
+                self.networks.insert(c.peer, network.clone());
+            }
+        }
+        let mut ranked: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| !self.is_caught(&c.peer))
+            .collect();
+        ranked.sort_by_key(|c| {
+            let record = self.reputation.get(&c.peer).copied().unwrap_or_default();
             (
-                o.price_per_gfuel,
-                std::cmp::Reverse(o.fuel_per_sec),
-                rtt.unwrap_or(Duration::MAX),
-                *peer,
+                c.offer.price_per_gfuel,
+                is_unreliable(&record),
+                std::cmp::Reverse(c.offer.fuel_per_sec),
+                c.rtt.unwrap_or(Duration::MAX),
+                c.peer,
             )
         });
         // Per-provider counts kept by each job, so dispatch costs jobs × providers, not tasks.
@@ -275,45 +410,100 @@ impl Requester {
         if running.is_empty() {
             return;
         }
-        for (peer, offer, _) in ranked {
-            let credit = offer.slots_total + PREFETCH_PER_PROVIDER;
+        for c in &ranked {
+            let credit = c.offer.slots_total + PREFETCH_PER_PROVIDER;
             let mut idle_rounds = 0;
-            while in_flight.get(peer).copied().unwrap_or(0) < credit && idle_rounds < running.len()
+            while in_flight.get(&c.peer).copied().unwrap_or(0) < credit
+                && idle_rounds < running.len()
             {
                 let j = running[self.next_job % running.len()];
                 self.next_job = self.next_job.wrapping_add(1);
-                if self.jobs[j].excluded.contains(peer) {
+                if self.jobs[j].excluded.contains(&c.peer) {
                     idle_rounds += 1;
                     continue;
                 }
-                let Some(index) = self.jobs[j].pending.pop_front() else {
+                let Some(index) = self.take_pending(j, c) else {
                     idle_rounds += 1;
                     continue;
                 };
                 idle_rounds = 0;
-                *in_flight.entry(*peer).or_default() += 1;
-                self.send(j, index, *peer);
+                *in_flight.entry(c.peer).or_default() += 1;
+                self.send(j, index, c.peer);
+            }
+        }
+        // An execution no live provider may take (all hold the task, are
+        // caught, or share its holders' network) falls to the requester.
+        for j in running {
+            let mut starved = Vec::new();
+            let job = &self.jobs[j];
+            for &index in job.pending.iter().take(PENDING_SCAN_MAX) {
+                if job
+                    .verifier
+                    .as_ref()
+                    .is_some_and(|v| v.needs_run(index) && v.holders(index).next().is_some())
+                    && !ranked
+                        .iter()
+                        .any(|c| !job.excluded.contains(&c.peer) && self.may_run(job, index, c))
+                {
+                    starved.push(index);
+                }
+            }
+            for index in starved {
+                let job = &mut self.jobs[j];
+                job.pending.retain(|&t| t != index);
+                let actions = job
+                    .verifier
+                    .as_mut()
+                    .map(|v| v.on_no_provider(index))
+                    .unwrap_or_default();
+                self.apply(j, actions);
             }
         }
     }
 
-    fn send(&mut self, j: usize, index: u64, peer: PeerId) {
-        let job = &mut self.jobs[j];
-        job.attempts[index as usize] += 1;
-        let attempt = job.attempts[index as usize];
-        job.slots[index as usize] = Slot::InFlight { peer };
-        job.shares
-            .entry(peer)
-            .or_insert_with(|| ProviderShare {
-                peer_id: peer.to_string(),
-                tasks_done: 0,
-                in_flight: 0,
-                fuel: 0,
-                busy_ms: 0,
-            })
-            .in_flight += 1;
+    fn may_run(&self, job: &JobState, index: u64, c: &Candidate) -> bool {
+        let Some(v) = &job.verifier else {
+            return true;
+        };
+        if !v.may_run(index, &c.peer) {
+            return false;
+        }
+        if !job.job.verification.distinct_networks {
+            return true;
+        }
+        let Some(network) = &c.network else {
+            return false;
+        };
+        !v.holders(index)
+            .any(|holder| self.networks.get(holder) == Some(network))
+    }
+
+    /// The first queued execution of job `j` that `c` may run; stale
+    /// requests (their task settled another way) are dropped on the way.
+    fn take_pending(&mut self, j: usize, c: &Candidate) -> Option<u64> {
+        let mut pos = 0;
+        while pos < self.jobs[j].pending.len().min(PENDING_SCAN_MAX) {
+            let index = self.jobs[j].pending[pos];
+            let job = &self.jobs[j];
+            let stale = match &job.verifier {
+                Some(v) => !v.needs_run(index),
+                None => job.settled[index as usize],
+            };
+            if stale {
+                self.jobs[j].pending.remove(pos);
+                continue;
+            }
+            if self.may_run(job, index, c) {
+                return self.jobs[j].pending.remove(pos);
+            }
+            pos += 1;
+        }
+        None
+    }
+
+    fn assignment(job: &JobState, index: u64, attempt: u32) -> TaskAssignment {
         let task = job.job.task(index);
-        let assignment = TaskAssignment {
+        TaskAssignment {
             job_id: job.id.clone(),
             task_index: index,
             attempt,
@@ -326,12 +516,41 @@ impl Requester {
             limits: job.job.limits,
             entry: job.job.entry.clone(),
             canonicalize_nans: job.job.canonicalize_nans,
+        }
+    }
+
+    fn send(&mut self, j: usize, index: u64, peer: PeerId) {
+        let record = self.reputation.get(&peer).copied();
+        let job = &mut self.jobs[j];
+        job.attempts[index as usize] += 1;
+        let attempt = job.attempts[index as usize];
+        job.running.insert((index, attempt), peer);
+        job.shares
+            .entry(peer)
+            .or_insert_with(|| ProviderShare {
+                peer_id: peer.to_string(),
+                tasks_done: 0,
+                in_flight: 0,
+                fuel: 0,
+                busy_ms: 0,
+            })
+            .in_flight += 1;
+        let assignment = Self::assignment(job, index, attempt);
+        let actions = match &mut job.verifier {
+            Some(v) => {
+                if let Some(record) = record
+                    && v.record(&peer) == Record::default()
+                {
+                    v.set_record(peer, record);
+                }
+                v.on_dispatch(index, peer)
+            }
+            None => Vec::new(),
         };
         let (net, blobs, internal) = (self.net.clone(), self.blobs.clone(), self.internal.clone());
-        let task_dir = job.dir.join("tasks").join(index.to_string());
         let job_id = job.id.clone();
         tokio::spawn(async move {
-            let done = run_remote(&net, &blobs, peer, assignment, &task_dir).await;
+            let done = run_remote(&net, &blobs, peer, assignment).await;
             let _ = internal
                 .send(Internal::Requester(Completion::Task {
                     job: job_id,
@@ -342,31 +561,70 @@ impl Requester {
                 }))
                 .await;
         });
+        self.apply(j, actions);
     }
 
     pub fn on_disconnect(&mut self, peer: PeerId) {
-        for job in &mut self.jobs {
-            if job.state != State::Running {
+        for j in 0..self.jobs.len() {
+            if self.jobs[j].state != State::Running {
                 continue;
             }
-            for index in 0..job.slots.len() {
-                if job.slots[index] == (Slot::InFlight { peer }) {
-                    requeue(job, index as u64, &peer);
-                    tracing::info!(target: "plexus::job", job = %job.id, task = index, %peer, "provider gone: task re-queued");
-                }
+            let lost: Vec<(u64, u32)> = self.jobs[j]
+                .running
+                .iter()
+                .filter(|(_, p)| **p == peer)
+                .map(|(k, _)| *k)
+                .collect();
+            for (index, attempt) in lost {
+                tracing::info!(target: "plexus::job", job = %self.jobs[j].id, task = index, %peer, "provider gone: task re-queued");
+                self.on_task(
+                    j,
+                    index,
+                    attempt,
+                    peer,
+                    TaskDone::Retry {
+                        reason: format!("{peer} disconnected"),
+                        timed_out: false,
+                    },
+                );
             }
         }
     }
 
     pub fn on_completion(&mut self, completion: Completion) {
         let id = match &completion {
-            Completion::Task { job, .. } | Completion::Assembled { job, .. } => job.clone(),
+            Completion::Task { job, .. }
+            | Completion::Local { job, .. }
+            | Completion::Assembled { job, .. } => job.clone(),
         };
-        self.apply(completion);
-        if let Some(job) = self.jobs.iter_mut().find(|j| j.id == id)
-            && matches!(job.state, State::Completed | State::Failed)
-            && !job.recorded
-        {
+        let Some(j) = self.jobs.iter().position(|job| job.id == id) else {
+            return;
+        };
+        match completion {
+            Completion::Task {
+                index,
+                attempt,
+                peer,
+                done,
+                ..
+            } => self.on_task(j, index, attempt, peer, done),
+            Completion::Local { index, result, .. } => self.on_local(j, index, result),
+            Completion::Assembled { result, .. } => {
+                let job = &mut self.jobs[j];
+                job.finished = Some(Instant::now());
+                match result {
+                    Ok((path, checksum)) => {
+                        job.state = State::Completed;
+                        job.result = Some(path);
+                        job.checksum = checksum;
+                        tracing::info!(target: "plexus::job", job = %job.id, "job completed");
+                    }
+                    Err(e) => fail(job, format!("assemble: {e}")),
+                }
+            }
+        }
+        let job = &mut self.jobs[j];
+        if matches!(job.state, State::Completed | State::Failed) && !job.recorded {
             let state = if job.state == State::Completed {
                 "completed"
             } else {
@@ -381,121 +639,346 @@ impl Requester {
         }
     }
 
-    fn apply(&mut self, completion: Completion) {
-        match completion {
-            Completion::Task {
-                job,
-                index,
-                attempt,
-                peer,
-                done,
-            } => self.on_task(&job, index, attempt, peer, done),
-            Completion::Assembled { job, result } => {
-                let Some(job) = self.jobs.iter_mut().find(|j| j.id == job) else {
-                    return;
-                };
-                job.finished = Some(Instant::now());
-                match result {
-                    Ok((path, checksum)) => {
-                        job.state = State::Completed;
-                        job.result = Some(path);
-                        job.checksum = checksum;
-                        tracing::info!(target: "plexus::job", job = %job.id, "job completed");
-                    }
-                    Err(e) => fail(job, format!("assemble: {e}")),
-                }
-            }
-        }
-    }
-
-    fn on_task(&mut self, id: &str, index: u64, attempt: u32, peer: PeerId, done: TaskDone) {
-        let Some(job) = self.jobs.iter_mut().find(|j| j.id == id) else {
+    fn on_task(&mut self, j: usize, index: u64, attempt: u32, peer: PeerId, done: TaskDone) {
+        let job = &mut self.jobs[j];
+        // A late answer to an attempt already given up on is ignored.
+        if job.running.get(&(index, attempt)) != Some(&peer) {
             return;
-        };
+        }
+        job.running.remove(&(index, attempt));
+        if let Some(s) = job.shares.get_mut(&peer) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        if job.state != State::Running {
+            return;
+        }
         let i = index as usize;
-        // A late answer to an attempt already re-queued is ignored.
-        if job.state != State::Running
-            || job.attempts[i] != attempt
-            || job.slots[i] != (Slot::InFlight { peer })
-        {
-            return;
-        }
         match done {
-            TaskDone::Ok { fuel, run_ms } => {
-                job.slots[i] = Slot::Done;
-                job.done += 1;
-                job.fuel += fuel;
+            TaskDone::Ok(reported) => {
                 if let Some(s) = job.shares.get_mut(&peer) {
-                    s.in_flight = s.in_flight.saturating_sub(1);
-                    s.tasks_done += 1;
-                    s.fuel += fuel;
-                    s.busy_ms += run_ms;
+                    s.busy_ms += reported.run_ms;
                 }
-                if job.done == job.slots.len() as u64 {
-                    job.state = State::Assembling;
-                    let (spec, dir, internal, job_id) = (
-                        job.job.clone(),
-                        job.dir.clone(),
-                        self.internal.clone(),
-                        job.id.clone(),
+                let Some(v) = &mut job.verifier else {
+                    let fuel = reported.fuel;
+                    return self.settle(j, index, *reported, vec![(peer, fuel)]);
+                };
+                let actions = v.on_result(index, peer, reported.claim.clone());
+                job.reported.insert((index, peer), *reported);
+                self.apply(j, actions);
+            }
+            TaskDone::Retry { reason, timed_out } => {
+                job.retries += 1;
+                job.failed[i] += 1;
+                if job.failed[i] >= ATTEMPTS_MAX {
+                    return fail(
+                        job,
+                        format!("task {index} failed {ATTEMPTS_MAX} attempts, the last: {reason}"),
                     );
-                    tokio::spawn(async move {
-                        let result = tokio::task::spawn_blocking(move || {
-                            let out = dir.join("result");
-                            std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-                            assemble::assemble_job(
-                                &spec,
-                                |i| dir.join("tasks").join(i.to_string()),
-                                &out,
-                            )
-                            .map(|a| (a.path, a.checksum))
-                            .map_err(|e| e.to_string())
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()));
-                        let _ = internal
-                            .send(Internal::Requester(Completion::Assembled {
-                                job: job_id,
-                                result,
-                            }))
-                            .await;
-                    });
                 }
-            }
-            TaskDone::Failed(reason) => fail(job, format!("task {index} {reason}")),
-            TaskDone::Retry(reason) | TaskDone::Rejected(reason)
-                if job.attempts[i] >= ATTEMPTS_MAX =>
-            {
-                fail(
-                    job,
-                    format!("task {index} failed {ATTEMPTS_MAX} attempts, the last: {reason}"),
-                )
-            }
-            TaskDone::Retry(reason) => {
                 tracing::info!(target: "plexus::job", job = %job.id, task = index, %peer, "retrying: {reason}");
                 let failures = job.failures.entry(peer).or_default();
                 *failures += 1;
                 if *failures >= FAILURES_BEFORE_EXCLUSION && job.excluded.insert(peer) {
                     tracing::warn!(target: "plexus::job", job = %job.id, "provider {peer} excluded from the job after {FAILURES_BEFORE_EXCLUSION} failed attempts, the last: {reason}");
                 }
-                requeue(job, index, &peer);
+                let actions = match &mut job.verifier {
+                    Some(v) => v.on_failure(index, peer, timed_out),
+                    None => {
+                        job.pending.push_front(index);
+                        Vec::new()
+                    }
+                };
+                self.apply(j, actions);
             }
             TaskDone::Rejected(reason) => {
-                tracing::warn!(target: "plexus::job", job = %job.id, task = index, "provider {peer} excluded from the job, its result rejected: {reason}");
+                job.retries += 1;
+                job.failed[i] += 1;
+                tracing::warn!(target: "plexus::job", job = %job.id, task = index, "provider {peer} excluded from the job, its answer rejected: {reason}");
                 job.excluded.insert(peer);
-                requeue(job, index, &peer);
+                if job.failed[i] >= ATTEMPTS_MAX {
+                    return fail(
+                        job,
+                        format!("task {index} failed {ATTEMPTS_MAX} attempts, the last: {reason}"),
+                    );
+                }
+                let actions = match &mut job.verifier {
+                    Some(v) => v.on_misbehaviour(index, peer),
+                    None => {
+                        job.pending.push_front(index);
+                        Vec::new()
+                    }
+                };
+                self.apply(j, actions);
             }
         }
     }
+
+    fn on_local(&mut self, j: usize, index: u64, result: Result<Box<Reported>, String>) {
+        let job = &mut self.jobs[j];
+        if job.state != State::Running {
+            return;
+        }
+        match result {
+            Ok(reported) => {
+                let claim = reported.claim.clone();
+                job.local.insert(index, *reported);
+                let actions = match &mut job.verifier {
+                    Some(v) => v.on_ground_truth(index, claim),
+                    None => Vec::new(),
+                };
+                self.apply(j, actions);
+            }
+            Err(e) => fail(job, format!("the requester's own run of task {index}: {e}")),
+        }
+    }
+
+    /// Carries out what the verifier decided. Exclusions go first, so the
+    /// contradicted results are still at hand to keep as evidence.
+    fn apply(&mut self, j: usize, actions: Vec<Action<PeerId>>) {
+        let (exclusions, rest): (Vec<_>, Vec<_>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Exclude { .. }));
+        for action in exclusions.into_iter().chain(rest) {
+            if self.jobs[j].state != State::Running {
+                return;
+            }
+            match action {
+                Action::Run { task } => self.jobs[j].pending.push_front(task),
+                Action::RunLocally { task } => self.run_locally(j, task),
+                Action::Accept {
+                    task, claim, from, ..
+                } => {
+                    let job = &mut self.jobs[j];
+                    let chosen = match from {
+                        Some(peer) => job.reported.remove(&(task, peer)),
+                        None => job.local.remove(&task),
+                    };
+                    let Some(chosen) = chosen else {
+                        fail(job, format!("task {task}: the accepted result is missing"));
+                        return;
+                    };
+                    // Every provider whose result agreed did the work: it is paid.
+                    let mut paid: Vec<(PeerId, u64)> =
+                        from.map(|p| (p, chosen.fuel)).into_iter().collect();
+                    let same_task: Vec<(u64, PeerId)> = job
+                        .reported
+                        .keys()
+                        .filter(|(t, _)| *t == task)
+                        .copied()
+                        .collect();
+                    for key in same_task {
+                        if let Some(r) = job.reported.remove(&key)
+                            && r.claim == claim
+                        {
+                            paid.push((key.1, r.fuel));
+                        }
+                    }
+                    self.settle(j, task, chosen, paid);
+                }
+                Action::Reopen { task } => {
+                    let job = &mut self.jobs[j];
+                    let i = task as usize;
+                    if job.settled[i] {
+                        job.settled[i] = false;
+                        job.done -= 1;
+                        job.fuel -= job.task_fuel[i];
+                        job.task_fuel[i] = 0;
+                        let _ =
+                            std::fs::remove_dir_all(job.dir.join("tasks").join(task.to_string()));
+                    }
+                    tracing::warn!(target: "plexus::job", job = %job.id, task, "task reopened: one who vouched for it was caught");
+                }
+                Action::Exclude { provider, task } => {
+                    let job = &mut self.jobs[j];
+                    job.excluded.insert(provider);
+                    tracing::warn!(target: "plexus::job", job = %job.id, task, "provider {provider} caught: its result was contradicted; excluded, its results re-verified");
+                    if let Some(signed) = job
+                        .reported
+                        .get(&(task, provider))
+                        .and_then(|r| r.signed.as_ref())
+                        && let Err(e) = self.db.insert_evidence(
+                            &job.id,
+                            task,
+                            &provider.to_string(),
+                            &signed.body,
+                            &signed.signature,
+                            now_ms(),
+                        )
+                    {
+                        tracing::error!(target: "plexus::job", job = %job.id, "cannot keep the evidence against {provider}: {e}");
+                    }
+                }
+                Action::Record { provider, record } => {
+                    self.reputation.insert(provider, record);
+                    let stored = store::Reputation {
+                        verified: record.verified,
+                        disagreed: record.disagreed,
+                        timed_out: record.timed_out,
+                        streak: record.streak,
+                    };
+                    if let Err(e) = self.db.set_reputation(&provider.to_string(), &stored) {
+                        tracing::error!(target: "plexus::job", "cannot record {provider}'s reputation: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes `chosen` the task's result: its outputs go to the task's
+    /// directory; a failed run fails the job.
+    fn settle(&mut self, j: usize, index: u64, chosen: Reported, paid: Vec<(PeerId, u64)>) {
+        let job = &mut self.jobs[j];
+        let i = index as usize;
+        if job.settled[i] {
+            return;
+        }
+        if !chosen.outcome.is_success() {
+            let message =
+                types::outcome::describe_failure(index, &chosen.outcome, &chosen.stderr_tail);
+            return fail(job, message);
+        }
+        let task_dir = job.dir.join("tasks").join(index.to_string());
+        if let Err(e) = link_outputs(&self.blobs, &chosen.outputs, &task_dir) {
+            return fail(job, format!("task {index}: {e}"));
+        }
+        for (peer, fuel) in paid {
+            if let Some(s) = job.shares.get_mut(&peer) {
+                s.tasks_done += 1;
+                s.fuel += fuel;
+            }
+        }
+        job.settled[i] = true;
+        job.task_fuel[i] = chosen.fuel;
+        job.fuel += chosen.fuel;
+        job.done += 1;
+        let complete = job.done == job.settled.len() as u64
+            && job.verifier.as_ref().is_none_or(|v| v.is_complete());
+        if !complete {
+            return;
+        }
+        job.state = State::Assembling;
+        let (spec, dir, internal, job_id) = (
+            job.job.clone(),
+            job.dir.clone(),
+            self.internal.clone(),
+            job.id.clone(),
+        );
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let out = dir.join("result");
+                std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+                assemble::assemble_job(&spec, |i| dir.join("tasks").join(i.to_string()), &out)
+                    .map(|a| (a.path, a.checksum))
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let _ = internal
+                .send(Internal::Requester(Completion::Assembled {
+                    job: job_id,
+                    result,
+                }))
+                .await;
+        });
+    }
+
+    fn local_sandbox(&mut self, nan_canonical: bool) -> Result<Arc<Sandbox>, String> {
+        let slot = &mut self.local_sandboxes[usize::from(nan_canonical)];
+        if let Some(s) = slot {
+            return Ok(s.clone());
+        }
+        let made = Arc::new(
+            Sandbox::new(SandboxConfig {
+                cache_dir: Some(self.data_dir.join("cache/modules")),
+                parallel_compilation: false,
+                nan_canonicalization: nan_canonical,
+                ..SandboxConfig::default()
+            })
+            .map_err(|e| e.to_string())?,
+        );
+        *slot = Some(made.clone());
+        Ok(made)
+    }
+
+    /// The ground truth: the requester runs the task in its own sandbox.
+    fn run_locally(&mut self, j: usize, index: u64) {
+        let sandbox = match self.local_sandbox(self.jobs[j].job.canonicalize_nans) {
+            Ok(s) => s,
+            Err(e) => return fail(&mut self.jobs[j], format!("the requester's sandbox: {e}")),
+        };
+        let job = &self.jobs[j];
+        tracing::info!(target: "plexus::job", job = %job.id, task = index, "results disagree: the requester runs the task itself");
+        // Attempt 0 is the requester's own.
+        let assignment = Self::assignment(job, index, 0);
+        let (blobs, internal, job_id) = (self.blobs.clone(), self.internal.clone(), job.id.clone());
+        let work_dir = self.data_dir.join("work-local");
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&work_dir).map_err(|e| e.to_string())?;
+                let body = provider::execute(&sandbox, &blobs, &assignment, &work_dir)?;
+                if let Outcome::Trapped {
+                    trap: Trap::Deadline { .. },
+                } = body.outcome
+                {
+                    return Err(format!("{}", body.outcome));
+                }
+                Ok(Box::new(Reported {
+                    claim: Claim::of(
+                        &body.engine,
+                        &body.outcome,
+                        body.fuel_used,
+                        &body.outputs,
+                        &body.stderr_tail,
+                    ),
+                    outcome: body.outcome,
+                    outputs: body.outputs,
+                    fuel: body.fuel_used.unwrap_or(0),
+                    run_ms: body.run_ms,
+                    stderr_tail: body.stderr_tail,
+                    signed: None,
+                }))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("panicked: {e}")));
+            let _ = internal
+                .send(Internal::Requester(Completion::Local {
+                    job: job_id,
+                    index,
+                    result,
+                }))
+                .await;
+        });
+    }
 }
 
-fn requeue(job: &mut JobState, index: u64, peer: &PeerId) {
-    job.slots[index as usize] = Slot::Pending;
-    job.pending.push_front(index);
-    job.retries += 1;
-    if let Some(s) = job.shares.get_mut(peer) {
-        s.in_flight = s.in_flight.saturating_sub(1);
+/// A provider whose attempts time out more than once per ten verified
+/// results (past a little slack for a new one) comes after the reliable
+/// ones at the same price.
+fn is_unreliable(record: &Record) -> bool {
+    record.timed_out * 10 > record.verified + 10
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Links (or copies) a task's output blobs into its directory.
+fn link_outputs(blobs: &BlobStore, outputs: &[OutputFile], task_dir: &Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(task_dir);
+    std::fs::create_dir_all(task_dir).map_err(|e| format!("create {}: {e}", task_dir.display()))?;
+    for output in outputs {
+        let target = task_dir.join(&output.name);
+        if let Some(parent) = target.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let source = blobs.path(&output.hash);
+        if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target).map_err(|e| format!("output {}: {e}", output.name))?;
+        }
     }
+    Ok(())
 }
 
 fn fail(job: &mut JobState, error: String) {
@@ -505,6 +988,55 @@ fn fail(job: &mut JobState, error: String) {
     job.finished.get_or_insert_with(Instant::now);
 }
 
+fn verification_of(j: &JobState) -> VerificationStatus {
+    let v = j.job.verification;
+    let Some(verifier) = &j.verifier else {
+        return VerificationStatus {
+            enabled: false,
+            floor: v.floor,
+            replicas: v.replicas,
+            summary: Summary {
+                on_reputation: j.done,
+                executions: j.attempts.iter().map(|&a| u64::from(a)).sum(),
+                ..Summary::default()
+            },
+            bound: None,
+        };
+    };
+    let s = verifier.summary();
+    let providers = j.shares.len() as u64;
+    let cheaters = (providers as f64 * ASSUMED_CHEATER_SHARE).round() as u64;
+    let replicas = u64::from(v.replicas);
+    let per_task = verify::coalition_bound(providers, cheaters, replicas);
+    let bound = CoalitionBound {
+        assumed_cheater_share: ASSUMED_CHEATER_SHARE,
+        providers,
+        cheaters,
+        replicas,
+        per_replicated_task: per_task,
+        replicated_tasks: s.replicated_tasks,
+        expected_wrong_at_most: per_task * s.replicated_tasks as f64,
+    };
+    VerificationStatus {
+        enabled: true,
+        floor: v.floor,
+        replicas: v.replicas,
+        summary: Summary {
+            excluded: s.excluded.iter().map(|p| p.to_string()).collect(),
+            by_replicas: s.by_replicas,
+            by_spot_check: s.by_spot_check,
+            by_ground_truth: s.by_ground_truth,
+            on_reputation: s.on_reputation,
+            disagreements: s.disagreements,
+            reverified: s.reverified,
+            executions: s.executions,
+            ground_truth_runs: s.ground_truth_runs,
+            replicated_tasks: s.replicated_tasks,
+        },
+        bound: Some(bound),
+    }
+}
+
 fn status_of(j: &JobState) -> JobStatus {
     let state = match j.state {
         State::Running => "running",
@@ -512,21 +1044,17 @@ fn status_of(j: &JobState) -> JobStatus {
         State::Completed => "completed",
         State::Failed => "failed",
     };
-    let in_flight = j
-        .slots
-        .iter()
-        .filter(|s| matches!(s, Slot::InFlight { .. }))
-        .count() as u64;
     JobStatus {
         id: j.id.clone(),
         name: j.job.name.clone(),
         state: state.into(),
-        tasks_total: j.slots.len() as u64,
+        tasks_total: j.settled.len() as u64,
         tasks_done: j.done,
-        tasks_in_flight: in_flight,
+        tasks_in_flight: j.running.len() as u64,
         retries: j.retries,
         fuel: j.fuel,
         providers: j.shares.values().cloned().collect(),
+        verification: verification_of(j),
         result: j.result.as_ref().map(|p| p.display().to_string()),
         checksum: j.checksum,
         error: j.error.clone(),
@@ -539,15 +1067,18 @@ fn status_of(j: &JobState) -> JobStatus {
 }
 
 /// Sends one task, checks the signed result against what was asked, and
-/// fetches its outputs into `task_dir`.
+/// fetches its outputs into the blob store.
 async fn run_remote(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
     peer: PeerId,
     assignment: TaskAssignment,
-    task_dir: &Path,
 ) -> TaskDone {
     let expected = assignment.clone();
+    let retry = |reason: String| TaskDone::Retry {
+        reason,
+        timed_out: false,
+    };
     // A provider that takes a task and never answers costs at most its
     // deadline plus a margin for fetching blobs, then the task goes elsewhere.
     let deadline = Duration::from_millis(assignment.limits.deadline_ms) + ATTEMPT_MARGIN;
@@ -556,54 +1087,34 @@ async fn run_remote(
             .await
         {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return TaskDone::Retry(e.to_string()),
+            Ok(Err(e)) => return retry(e.to_string()),
             Err(_) => {
-                return TaskDone::Retry(format!(
-                    "no answer from {peer} within {} s",
-                    deadline.as_secs()
-                ));
+                return TaskDone::Retry {
+                    reason: format!("no answer from {peer} within {} s", deadline.as_secs()),
+                    timed_out: true,
+                };
             }
         };
     let signed = match response {
         TaskResponse::Done(signed) => signed,
-        TaskResponse::Refused { reason } => return TaskDone::Retry(format!("refused: {reason}")),
+        TaskResponse::Refused { reason } => return retry(format!("refused: {reason}")),
         TaskResponse::Failed { reason } => {
-            return TaskDone::Retry(format!("provider could not run it: {reason}"));
+            return retry(format!("provider could not run it: {reason}"));
         }
     };
     let body = match signed.verify(&peer) {
         Ok(b) => b,
         Err(e) => return TaskDone::Rejected(format!("result from {peer}: {e}")),
     };
-    let binds = body.job_id == expected.job_id
-        && body.task_index == expected.task_index
-        && body.attempt == expected.attempt
-        && body.module == expected.module
-        && body.inputs == expected.inputs
-        && body.seed == expected.seed
-        && body.limits == expected.limits;
-    if !binds {
-        return TaskDone::Rejected(format!("result from {peer} is for another task or attempt"));
+    if let Err(e) = wire::check_binding(&expected, &body) {
+        return TaskDone::Rejected(format!("from {peer}: {e}"));
     }
-    if body.outcome != (Outcome::Exited { code: 0 }) {
-        let tail = String::from_utf8_lossy(&body.stderr_tail);
-        let last = tail
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        let detail = if last.is_empty() {
-            String::new()
-        } else {
-            format!(" (stderr: {last})")
-        };
-        return TaskDone::Failed(format!("{}{detail}", body.outcome));
-    }
-    let _ = std::fs::remove_dir_all(task_dir);
-    if let Err(e) = std::fs::create_dir_all(task_dir) {
-        return TaskDone::Retry(format!("create {}: {e}", task_dir.display()));
+    // The wall clock is the one thing a result may not be compared on.
+    if let Outcome::Trapped {
+        trap: Trap::Deadline { .. },
+    } = body.outcome
+    {
+        return retry(format!("{peer}: {}", body.outcome));
     }
     for output in &body.outputs {
         if !types::job::is_file_name(output.name.split('/').next_back().unwrap_or(""))
@@ -616,21 +1127,23 @@ async fn run_remote(
             Err(blobs::FetchError::Mismatch(e)) => {
                 return TaskDone::Rejected(format!("output {}: {e}", output.name));
             }
-            Err(e) => return TaskDone::Retry(format!("output {}: {e}", output.name)),
-        }
-        let target = task_dir.join(&output.name);
-        if let Some(parent) = target.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let source = blobs.path(&output.hash);
-        if std::fs::hard_link(&source, &target).is_err()
-            && let Err(e) = std::fs::copy(&source, &target)
-        {
-            return TaskDone::Retry(format!("output {}: {e}", output.name));
+            Err(e) => return retry(format!("output {}: {e}", output.name)),
         }
     }
-    TaskDone::Ok {
+    let claim = Claim::of(
+        &body.engine,
+        &body.outcome,
+        body.fuel_used,
+        &body.outputs,
+        &body.stderr_tail,
+    );
+    TaskDone::Ok(Box::new(Reported {
+        claim,
+        outcome: body.outcome,
+        outputs: body.outputs,
         fuel: body.fuel_used.unwrap_or(0),
         run_ms: body.run_ms,
-    }
+        stderr_tail: body.stderr_tail,
+        signed: Some(signed),
+    }))
 }

@@ -7,7 +7,7 @@
 
 mod db;
 
-pub use db::Db;
+pub use db::{Db, Reputation};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use types::BlobHash;

@@ -21,6 +21,12 @@
 //! timeout_secs = 120
 //! output_mib = 16
 //!
+//! [verification]              # the defaults: replicas agree unanimously,
+//! mode = "replicate"            # a trusted provider is still spot-checked
+//! floor = 0.1                   # at this share of its results
+//! replicas = 2                  # executions of a replicated task
+//! distinct_networks = false     # true: replicas never share an address range
+//!
 //! [assemble]
 //! kind = "tiles-png"
 //! file = "tile"
@@ -132,10 +138,37 @@ pub struct Job {
     pub inputs: BTreeMap<String, String>,
     pub limits: TaskLimits,
     pub assemble: Assemble,
+    pub verification: Verification,
     args: Vec<String>,
     env: BTreeMap<String, String>,
     params: Vec<(String, Sweep)>,
     task_count: u64,
+}
+
+/// How the requester checks a job's results (DESIGN.md, "Verification policy").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Verification {
+    /// `false` (`mode = "none"`): every result accepted as it comes; for
+    /// one's own machines and for benchmarks of dispatch alone.
+    pub enabled: bool,
+    /// Lowest share of a trusted provider's results still replicated.
+    pub floor: f64,
+    /// Executions of a replicated task, each on a different provider.
+    pub replicas: u8,
+    /// Replicas of one task never go to providers in the same address range
+    /// (IPv4 /24, IPv6 /48).
+    pub distinct_networks: bool,
+}
+
+impl Default for Verification {
+    fn default() -> Self {
+        Verification {
+            enabled: true,
+            floor: 0.1,
+            replicas: 2,
+            distinct_networks: false,
+        }
+    }
 }
 
 /// One task of a job, with its arguments filled in.
@@ -255,6 +288,17 @@ struct RawJob {
     #[serde(default)]
     limits: RawLimits,
     assemble: Option<RawAssemble>,
+    verification: Option<RawVerification>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerification {
+    mode: Option<Spanned<String>>,
+    floor: Option<Spanned<f64>>,
+    replicas: Option<Spanned<u64>>,
+    #[serde(default)]
+    distinct_networks: bool,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +585,47 @@ impl Ctx<'_> {
             }
         };
 
+        let mut verification = Verification::default();
+        if let Some(v) = raw.verification {
+            if let Some(mode) = &v.mode {
+                verification.enabled = match mode.get_ref().as_str() {
+                    "replicate" => true,
+                    "none" => false,
+                    other => {
+                        return Err(self.at(
+                            mode.span(),
+                            format!(
+                                "`verification.mode` is \"replicate\" or \"none\", not {other:?}"
+                            ),
+                        ));
+                    }
+                };
+            }
+            if let Some(floor) = &v.floor {
+                if !(0.0..=1.0).contains(floor.get_ref()) {
+                    return Err(self.at(
+                        floor.span(),
+                        "`verification.floor` is a share between 0 and 1",
+                    ));
+                }
+                verification.floor = *floor.get_ref();
+            }
+            if let Some(replicas) = &v.replicas {
+                let n = *replicas.get_ref();
+                if !(2..=u64::from(limits::REPLICAS_MAX)).contains(&n) {
+                    return Err(self.at(
+                        replicas.span(),
+                        format!(
+                            "`verification.replicas` is between 2 and {} (REPLICAS_MAX)",
+                            limits::REPLICAS_MAX
+                        ),
+                    ));
+                }
+                verification.replicas = n as u8;
+            }
+            verification.distinct_networks = v.distinct_networks;
+        }
+
         Ok(Job {
             name,
             module,
@@ -554,6 +639,7 @@ impl Ctx<'_> {
                 .collect(),
             limits: task_limits,
             assemble,
+            verification,
             args: args.into_iter().map(Spanned::into_inner).collect(),
             env: raw
                 .env

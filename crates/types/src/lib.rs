@@ -7,6 +7,6 @@ pub mod limits;
 pub mod outcome;
 
 pub use ids::{BlobHash, Fuel};
-pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue};
+pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue, Verification};
 pub use limits::TaskLimits;
 pub use outcome::{Outcome, OutputFile, Trap};

@@ -27,6 +27,9 @@ pub const STDERR_TAIL_BYTES_MAX: u64 = 64 * KIB;
 pub const OUTPUT_FILES_MAX: usize = 1024;
 pub const TASK_MEMORY_BYTES_MAX: u64 = 16 * GIB;
 
+/// Most executions of one task in one round of verification.
+pub const REPLICAS_MAX: u8 = 5;
+
 pub const TASK_FUEL_DEFAULT: u64 = 1_000_000_000_000;
 pub const TASK_MEMORY_BYTES_DEFAULT: u64 = 512 * MIB;
 pub const TASK_DEADLINE_MS_DEFAULT: u64 = 300_000;

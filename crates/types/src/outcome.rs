@@ -30,6 +30,22 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// One line on a failed task: how it ended and the last line it wrote to stderr.
+pub fn describe_failure(index: u64, outcome: &Outcome, stderr_tail: &[u8]) -> String {
+    let tail = String::from_utf8_lossy(stderr_tail);
+    let last_line = tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if last_line.is_empty() {
+        format!("task {index} {outcome}")
+    } else {
+        format!("task {index} {outcome} (stderr: {last_line})")
+    }
+}
+
 /// Why a task stopped before it finished: limits first, then the guest's own faults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "trap", rename_all = "snake_case")]

@@ -342,6 +342,34 @@ impl<P: Clone + Ord> JobVerifier<P> {
         actions
     }
 
+    /// Whether `task` still wants an execution handed out (a queued request
+    /// can go stale when the task is settled another way meanwhile).
+    pub fn needs_run(&self, task: u64) -> bool {
+        self.tasks
+            .get(task as usize)
+            .is_some_and(|t| match t.stage {
+                Stage::Fresh => true,
+                Stage::Checking | Stage::Escalated => {
+                    !t.starved && t.results.len() + t.running.len() < t.wanted
+                }
+                Stage::GroundTruth | Stage::Accepted => false,
+            })
+    }
+
+    /// `provider` answered `task` with something that is not a result at
+    /// all (a bad signature, a result bound to another task, outputs that
+    /// do not match their hashes): caught, as by a contradiction.
+    pub fn on_misbehaviour(&mut self, task: u64, provider: P) -> Vec<Action<P>> {
+        if let Some(t) = self.tasks.get_mut(task as usize)
+            && let Some(at) = t.running.iter().position(|p| *p == provider)
+        {
+            t.running.swap_remove(at);
+        }
+        let mut actions = self.catch(provider, task);
+        actions.extend(self.evaluate(task));
+        actions
+    }
+
     /// No provider can take `task` (every one ran it, is caught, or is
     /// ruled out by the caller's placement rules): the requester runs it.
     pub fn on_no_provider(&mut self, task: u64) -> Vec<Action<P>> {
@@ -462,11 +490,7 @@ impl<P: Clone + Ord> JobVerifier<P> {
             t.wanted = t.wanted.max(t.results.len() + t.running.len() + voided);
         }
         let mut actions = Vec::new();
-        let disagree = t.results.iter().enumerate().any(|(i, (_, a))| {
-            t.results[i + 1..]
-                .iter()
-                .any(|(_, b)| a.engine == b.engine && a.digest != b.digest)
-        });
+        let disagree = disagreement(&t.results);
         if disagree && t.stage == Stage::Checking {
             self.summary.disagreements += 1;
             t.stage = Stage::Escalated;
@@ -487,12 +511,7 @@ impl<P: Clone + Ord> JobVerifier<P> {
         }
         if t.stage == Stage::Escalated {
             if t.running.is_empty() && !wants_more {
-                let still = t.results.iter().enumerate().any(|(i, (_, a))| {
-                    t.results[i + 1..]
-                        .iter()
-                        .any(|(_, b)| a.engine == b.engine && a.digest != b.digest)
-                });
-                if still {
+                if disagreement(&t.results) {
                     t.stage = Stage::GroundTruth;
                     self.summary.ground_truth_runs += 1;
                     actions.push(Action::RunLocally { task });
@@ -560,6 +579,15 @@ impl<P: Clone + Ord> JobVerifier<P> {
         }
         actions
     }
+}
+
+/// Two results of one engine identity that differ: proof that someone is wrong.
+fn disagreement<P>(results: &[(P, Claim)]) -> bool {
+    results.iter().enumerate().any(|(i, (_, a))| {
+        results[i + 1..]
+            .iter()
+            .any(|(_, b)| a.engine == b.engine && a.digest != b.digest)
+    })
 }
 
 #[cfg(test)]

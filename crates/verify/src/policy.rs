@@ -3,8 +3,7 @@
 use crate::VerifyError;
 use serde::{Deserialize, Serialize};
 
-/// Most executions of one task in one round (replicas or escalation).
-pub const REPLICAS_MAX: u8 = 5;
+pub use types::limits::REPLICAS_MAX;
 
 /// How hard a job checks its results.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! The `plexus` binary end to end: real processes, real files.
 
 mod network;
+mod verification;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

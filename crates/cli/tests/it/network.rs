@@ -7,11 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `plexus node` process, killed (SIGKILL) when dropped.
-struct NodeProcess {
+pub(crate) struct NodeProcess {
     child: Child,
-    peer_id: String,
-    tcp: String,
-    api: String,
+    pub peer_id: String,
+    pub tcp: String,
+    pub api: String,
 }
 
 impl Drop for NodeProcess {
@@ -22,7 +22,7 @@ impl Drop for NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(env: &Env, name: &str, args: &[&str]) -> NodeProcess {
+    pub(crate) fn start(env: &Env, name: &str, args: &[&str]) -> NodeProcess {
         let dir = env.dir.path().join(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         let log = dir.join("stdout.log");
@@ -66,7 +66,7 @@ impl NodeProcess {
     }
 
     /// A requester: loopback only, no mDNS, so parallel tests stay apart.
-    fn requester(env: &Env) -> NodeProcess {
+    pub(crate) fn requester(env: &Env) -> NodeProcess {
         NodeProcess::start(
             env,
             "requester",
@@ -75,7 +75,12 @@ impl NodeProcess {
     }
 
     /// A one-slot provider joined to `requester` through bootstrap alone.
-    fn provider(env: &Env, name: &str, requester: &NodeProcess, extra: &[&str]) -> NodeProcess {
+    pub(crate) fn provider(
+        env: &Env,
+        name: &str,
+        requester: &NodeProcess,
+        extra: &[&str],
+    ) -> NodeProcess {
         let mut args = vec![
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
@@ -89,7 +94,7 @@ impl NodeProcess {
         NodeProcess::start(env, name, &args)
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         let mut response = ureq::get(&format!("{}{path}", self.api))
             .call()
             .expect("API answers");
@@ -104,7 +109,7 @@ impl NodeProcess {
         })
     }
 
-    fn offers(&self) -> usize {
+    pub(crate) fn offers(&self) -> usize {
         let peers = self.get("/api/peers");
         peers.as_array().map_or(0, |ps| {
             ps.iter()
@@ -115,7 +120,7 @@ impl NodeProcess {
 }
 
 /// Tasks a provider completed in a job, from the job's status.
-fn tasks_done(status: &Value, peer: &str) -> u64 {
+pub(crate) fn tasks_done(status: &Value, peer: &str) -> u64 {
     status["providers"]
         .as_array()
         .expect("providers")
@@ -125,7 +130,7 @@ fn tasks_done(status: &Value, peer: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !check() {
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
@@ -228,7 +233,7 @@ output = "mandel.png"
     )
 }
 
-fn submit_and_follow(
+pub(crate) fn submit_and_follow(
     env: &Env,
     requester: &NodeProcess,
     job: &str,
@@ -256,7 +261,12 @@ fn submit_and_follow(
     }
 }
 
-fn fetch_result(env: &Env, requester: &NodeProcess, status: &Value, dir: &str) -> Vec<u8> {
+pub(crate) fn fetch_result(
+    env: &Env,
+    requester: &NodeProcess,
+    status: &Value,
+    dir: &str,
+) -> Vec<u8> {
     let id = status["id"].as_str().expect("id");
     let output = env.plexus(&[
         "job",
@@ -338,23 +348,15 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
         local_png,
         "identical despite the kill"
     );
-    let victim_share = status["providers"]
-        .as_array()
-        .expect("providers")
+    // Accepted results count every agreeing replica: each task was accepted
+    // from someone, and the survivors took over from the victim.
+    let victim_done = tasks_done(&status, &victim);
+    let others: u64 = providers
         .iter()
-        .find(|p| p["peer_id"] == victim.as_str())
-        .cloned();
-    let others: u64 = status["providers"]
-        .as_array()
-        .expect("providers")
-        .iter()
-        .filter(|p| p["peer_id"] != victim.as_str())
-        .filter_map(|p| p["tasks_done"].as_u64())
+        .flatten()
+        .map(|p| tasks_done(&status, &p.peer_id))
         .sum();
-    assert!(
-        others > 0 && others < 64 || victim_share.is_none(),
-        "{status}"
-    );
+    assert!(others > 0 && others + victim_done >= 64, "{status}");
 }
 
 /// Needs the test-only build: `cargo test --release -p cli --features adversary --test it throttled`.
@@ -416,7 +418,7 @@ fn bad_input_on_the_wire_is_rejected_and_the_job_goes_on_with_honest_providers()
             "no result of a lying provider is accepted: {status}"
         );
     }
-    assert_eq!(honest.iter().map(|h| done(&h.peer_id)).sum::<u64>(), 64);
+    assert!(honest.iter().map(|h| done(&h.peer_id)).sum::<u64>() >= 64);
     let log = std::fs::read_to_string(env.dir.path().join("requester/stderr.log"))
         .expect("requester log");
     for (liar, reason) in liars.iter().zip([

@@ -116,3 +116,30 @@ fn templating_escapes_and_rejects_unclosed_placeholders() {
     assert!(template("x{a", &lookup).is_err());
     assert_eq!(template("{b}", &lookup), Err("b".into()));
 }
+
+#[test]
+fn verification_defaults_to_replication_and_is_validated() {
+    let job = Job::parse("job.toml", RENDER).expect("valid");
+    assert_eq!(job.verification, Verification::default());
+    assert!(job.verification.enabled);
+    let with =
+        |table: &str| format!("name = \"v\"\nmodule = \"builtin:noop\"\n[verification]\n{table}\n");
+    let job = Job::parse(
+        "job.toml",
+        &with("mode = \"none\"\nfloor = 0.25\nreplicas = 3\ndistinct_networks = true"),
+    )
+    .expect("valid");
+    assert_eq!(
+        job.verification,
+        Verification {
+            enabled: false,
+            floor: 0.25,
+            replicas: 3,
+            distinct_networks: true
+        }
+    );
+    assert!(parse_err(&with("mode = \"vote\"")).contains("job.toml:4:8: `verification.mode`"));
+    assert!(parse_err(&with("floor = 1.5")).contains("`verification.floor` is a share"));
+    assert!(parse_err(&with("replicas = 1")).contains("between 2 and 5"));
+    assert!(parse_err(&with("quorum = 2")).contains("unknown field"));
+}

@@ -282,3 +282,21 @@ fn a_claim_changes_with_every_field_a_provider_reports() {
     }
     assert_ne!(Claim::of("f", &ok, Some(10), &[out("a", 1)], b""), base);
 }
+
+#[test]
+fn a_provider_that_misbehaves_is_caught_and_its_task_run_elsewhere() {
+    let mut v = JobVerifier::new(2, Policy::default(), 1);
+    v.on_dispatch(0, 'a');
+    v.on_dispatch(0, 'b');
+    v.on_result(0, 'a', claim(1));
+    let after = v.on_misbehaviour(0, 'b');
+    assert_eq!(excluded(&after), vec!['b']);
+    assert_eq!(runs(&after), 1, "b's replica replaced");
+    assert!(v.needs_run(0));
+    assert!(v.needs_run(1), "a fresh task needs its first run");
+    v.on_dispatch(0, 'c');
+    assert!(!v.needs_run(0), "all wanted executions are out");
+    let done = v.on_result(0, 'c', claim(1));
+    assert!(accepted(&done).is_some());
+    assert!(!v.needs_run(0));
+}

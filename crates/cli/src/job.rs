@@ -198,16 +198,20 @@ pub fn print_verification(v: &node::VerificationStatus) {
         println!("excluded  {peer} (caught: its results were contradicted and re-verified)");
     }
     if let Some(b) = &v.bound {
+        let chance = if b.per_replicated_task > 0.0 {
+            format!("a {:.2e} chance", b.per_replicated_task)
+        } else {
+            "no chance".to_owned()
+        };
         println!(
-            "bound     if {:.0}% of the {} providers ({}) colluded, each of the {} tasks replicated {}× \
-             had a {:.2e} chance that they held every replica: at most {:.3} wrong results expected; \
-             results taken on reputation rest on spot checks at the floor",
+            "bound     if {:.0}% of the {} providers ({}) cheated together, each of the {} tasks run {}× \
+             had {chance} that they held every replica: at most {:.3} wrong results expected \
+             (results taken on reputation rest on spot checks at the floor)",
             b.assumed_cheater_share * 100.0,
             b.providers,
             b.cheaters,
             b.replicated_tasks,
             b.replicas,
-            b.per_replicated_task,
             b.expected_wrong_at_most
         );
     }

@@ -1,17 +1,38 @@
-//! The node's HTTP JSON API (axum), on loopback. The CLI, and later the
-//! dashboard and SDKs, use it. Errors are JSON `{"error": "..."}` with a
-//! fitting status code.
+//! The node's HTTP API (axum): JSON routes documented by an OpenAPI
+//! document generated from this code (`/api/openapi.json`, utoipa),
+//! server-sent events for a job's progress, Prometheus metrics at
+//! `/metrics`, and the web dashboard at `/`.
+//!
+//! Errors are JSON `{"error": "..."}` with a fitting status code, the body
+//! extractor's rejections (malformed JSON, an oversized body) included. A
+//! request from a non-loopback address must carry the node's bearer token.
 
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use node::{JobSubmission, NodeError, NodeHandle};
+use futures::Stream;
+use node::{
+    JobStatus, JobSubmission, NodeError, NodeHandle, NodeInfo, PeerInfo, TASKS_PAGE_MAX, TaskInfo,
+};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
 
 /// Largest request body: a job submission carries a job file, not data.
 pub const REQUEST_BODY_BYTES_MAX: usize = 2 << 20;
+/// How often a job's event stream looks for a change.
+pub const EVENTS_POLL: Duration = Duration::from_millis(250);
+/// Tasks listed when a request does not say.
+pub const TASKS_PAGE_DEFAULT: u64 = 1_000;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -19,11 +40,17 @@ pub enum ApiError {
     Bind { addr: String, message: String },
 }
 
+/// An error as every route returns it.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 struct Failure(StatusCode, String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -32,25 +59,152 @@ impl From<NodeError> for Failure {
         let code = match e {
             NodeError::UnknownJob(_) => StatusCode::NOT_FOUND,
             NodeError::Job(_) => StatusCode::BAD_REQUEST,
+            NodeError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure(code, e.to_string())
     }
 }
 
-pub fn router(node: NodeHandle) -> Router {
-    Router::new()
-        .route("/api/jobs", get(list_jobs).post(submit_job))
-        .route("/api/jobs/{id}", get(job_status))
-        .route("/api/jobs/{id}/result", get(job_result))
-        .route("/api/peers", get(peers))
-        .route("/api/node", get(info))
-        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
-        .with_state(node)
+/// A JSON body whose rejections (syntax, missing fields, too large) are
+/// JSON errors like every other.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(rejected(rejection)),
+        }
+    }
 }
 
-/// Binds the API on `addr` and serves it in the background; returns the bound address.
-pub async fn serve(node: NodeHandle, addr: SocketAddr) -> Result<SocketAddr, ApiError> {
+fn rejected(rejection: JsonRejection) -> Failure {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("the request body is over {REQUEST_BODY_BYTES_MAX} bytes (REQUEST_BODY_BYTES_MAX)")
+    } else {
+        rejection.body_text()
+    };
+    Failure(status, message)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plexus node API",
+        description = "A Plexus node: submit and follow jobs, see peers, offers and this node's provider state."
+    ),
+    paths(
+        list_jobs, submit_job, job_status, cancel_job, job_tasks, task_tile, job_result,
+        job_events, peers, info, metrics
+    ),
+    components(schemas(
+        ErrorBody,
+        JobSubmission,
+        JobStatus,
+        TaskInfo,
+        PeerInfo,
+        NodeInfo,
+        Submitted
+    ))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document, as served at `/api/openapi.json`.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[derive(Clone)]
+struct AppState {
+    node: NodeHandle,
+    /// Required from non-loopback clients.
+    token: Option<Arc<str>>,
+}
+
+pub fn router(node: NodeHandle, token: Option<String>) -> Router {
+    let state = AppState {
+        node,
+        token: token.map(Arc::from),
+    };
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/jobs", get(list_jobs).post(submit_job))
+        .route("/api/jobs/{id}", get(job_status))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/tasks", get(job_tasks))
+        .route("/api/jobs/{id}/tasks/{index}/tile", get(task_tile))
+        .route("/api/jobs/{id}/result", get(job_result))
+        .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/peers", get(peers))
+        .route("/api/node", get(info))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            Failure(
+                StatusCode::NOT_FOUND,
+                "no such route: see /api/openapi.json".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// Loopback clients are this machine's own; anyone else shows the token.
+async fn authorize(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if peer.ip().is_loopback() {
+        return next.run(request).await;
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&state.token, presented) {
+        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => {
+            next.run(request).await
+        }
+        (None, _) => Failure(
+            StatusCode::FORBIDDEN,
+            "this node's API serves loopback clients only".into(),
+        )
+        .into_response(),
+        _ => Failure(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "a request from {} needs `Authorization: Bearer TOKEN` (the token is in the node's data dir, api.token)",
+                peer.ip()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not
+/// reveal how much of a guessed token is right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Binds the API on `addr` and serves it in the background; returns the
+/// bound address. `token` is required from non-loopback clients; without
+/// one, only loopback clients are served.
+pub async fn serve(
+    node: NodeHandle,
+    addr: SocketAddr,
+    token: Option<String>,
+) -> Result<SocketAddr, ApiError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ApiError::Bind {
@@ -61,38 +215,143 @@ pub async fn serve(node: NodeHandle, addr: SocketAddr) -> Result<SocketAddr, Api
         addr: addr.to_string(),
         message: e.to_string(),
     })?;
+    let app = router(node, token).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(node)).await {
+        if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(target: "plexus::api", "the API stopped: {e}");
         }
     });
     Ok(bound)
 }
 
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub id: String,
+}
+
+/// Submits a job: the job file's text and the directory its paths start from.
+#[utoipa::path(post, path = "/api/jobs", request_body = JobSubmission,
+    responses(
+        (status = 201, description = "Accepted and recorded", body = Submitted),
+        (status = 400, description = "Malformed body or invalid job file", body = ErrorBody),
+        (status = 413, description = "Body over REQUEST_BODY_BYTES_MAX", body = ErrorBody),
+    ))]
 async fn submit_job(
-    State(node): State<NodeHandle>,
-    Json(job): Json<JobSubmission>,
+    State(s): State<AppState>,
+    JsonBody(job): JsonBody<JobSubmission>,
 ) -> Result<Response, Failure> {
-    let id = node.submit(job).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
+    let id = s.node.submit(job).await?;
+    Ok((StatusCode::CREATED, Json(Submitted { id })).into_response())
 }
 
-async fn list_jobs(State(node): State<NodeHandle>) -> Result<Response, Failure> {
-    Ok(Json(node.jobs().await?).into_response())
+/// Every job this node holds, oldest first.
+#[utoipa::path(get, path = "/api/jobs", responses((status = 200, body = Vec<JobStatus>)))]
+async fn list_jobs(State(s): State<AppState>) -> Result<Response, Failure> {
+    Ok(Json(s.node.jobs().await?).into_response())
 }
 
+/// A job's progress, verification and result.
+#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody)))]
 async fn job_status(
-    State(node): State<NodeHandle>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    Ok(Json(node.status(id).await?).into_response())
+    Ok(Json(s.node.status(id).await?).into_response())
 }
 
-async fn job_result(
-    State(node): State<NodeHandle>,
+/// Stops a running job: nothing more is dispatched, results still out are ignored.
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has ended already", body = ErrorBody)))]
+async fn cancel_job(
+    State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    let status = node.status(id.clone()).await?;
+    Ok(Json(s.node.cancel(id).await?).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct Page {
+    /// First task index.
+    from: Option<u64>,
+    /// Tasks to list, at most TASKS_PAGE_MAX (10,000).
+    limit: Option<u64>,
+}
+
+/// Where each task stands: pending, running (on which providers) or settled (how).
+#[utoipa::path(get, path = "/api/jobs/{id}/tasks",
+    params(("id" = String, Path, description = "Job id"), Page),
+    responses((status = 200, body = Vec<TaskInfo>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn job_tasks(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(page) = page.map_err(|e| Failure(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = page.limit.unwrap_or(TASKS_PAGE_DEFAULT);
+    if limit > TASKS_PAGE_MAX {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} is over {TASKS_PAGE_MAX} (TASKS_PAGE_MAX)"),
+        ));
+    }
+    let tasks = s.node.tasks(id, page.from.unwrap_or(0), limit).await?;
+    Ok(Json(tasks).into_response())
+}
+
+/// A settled tile as an 8-bit PNG, with its place in the image in headers
+/// (x-tile-x, x-tile-y, x-image-width, x-image-height).
+#[utoipa::path(get, path = "/api/jobs/{id}/tasks/{index}/tile",
+    params(("id" = String, Path, description = "Job id"), ("index" = u64, Path, description = "Task index")),
+    responses((status = 200, content_type = "image/png", description = "The tile"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn task_tile(
+    State(s): State<AppState>,
+    Path((id, index)): Path<(String, u64)>,
+) -> Result<Response, Failure> {
+    let path = s.node.task_output(id, index).await?;
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    let (tile, png) = tokio::task::spawn_blocking(move || assemble::tile_preview_png(&bytes))
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    for (name, value) in [
+        ("x-tile-x", tile.x),
+        ("x-tile-y", tile.y),
+        ("x-image-width", tile.image_width),
+        ("x-image-height", tile.image_height),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
+    Ok((headers, png).into_response())
+}
+
+/// The assembled result (the PNG of a render job).
+#[utoipa::path(get, path = "/api/jobs/{id}/result", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, content_type = "application/octet-stream", description = "The result file"),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not completed yet", body = ErrorBody)))]
+async fn job_result(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let status = s.node.status(id.clone()).await?;
     let Some(path) = status.result.filter(|_| status.state == "completed") else {
         return Err(Failure(
             StatusCode::CONFLICT,
@@ -102,17 +361,65 @@ async fn job_result(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{path}: {e}")))?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// Server-sent events: a `status` event (the job's status as JSON) each
+/// time it changes, the last one when the job has ended.
+#[utoipa::path(get, path = "/api/jobs/{id}/events", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, content_type = "text/event-stream", description = "status events"),
+        (status = 404, body = ErrorBody)))]
+async fn job_events(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, Failure> {
+    // An unknown job is a 404 before the stream starts.
+    s.node.status(id.clone()).await?;
+    let stream = futures::stream::unfold(
+        (s.node, id, String::new(), false),
+        |(node, id, last, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let Ok(status) = node.status(id.clone()).await else {
+                    return None;
+                };
+                let json = serde_json::to_string(&status).unwrap_or_default();
+                let ended = !matches!(status.state.as_str(), "running" | "assembling");
+                if json != last {
+                    let event = Event::default().event("status").data(json.clone());
+                    return Some((Ok(event), (node, id, json, ended)));
+                }
+                tokio::time::sleep(EVENTS_POLL).await;
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Known peers: connection, round-trip time, live offer and this node's record of them.
+#[utoipa::path(get, path = "/api/peers", responses((status = 200, body = Vec<PeerInfo>)))]
+async fn peers(State(s): State<AppState>) -> Result<Response, Failure> {
+    Ok(Json(s.node.peers().await?).into_response())
+}
+
+/// This node: peer id, addresses, and its provider state (tasks run, fuel, price).
+#[utoipa::path(get, path = "/api/node", responses((status = 200, body = NodeInfo)))]
+async fn info(State(s): State<AppState>) -> Result<Response, Failure> {
+    Ok(Json(s.node.info().await?).into_response())
+}
+
+/// Metrics in Prometheus text format.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text exposition")))]
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.node.metrics().encode(),
     )
-        .into_response())
-}
-
-async fn peers(State(node): State<NodeHandle>) -> Result<Response, Failure> {
-    Ok(Json(node.peers().await?).into_response())
-}
-
-async fn info(State(node): State<NodeHandle>) -> Result<Response, Failure> {
-    Ok(Json(node.info().await?).into_response())
+        .into_response()
 }

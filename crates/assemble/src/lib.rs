@@ -235,6 +235,37 @@ impl Canvas {
     }
 }
 
+/// One tile alone as an 8-bit PNG, for previews (a dashboard filling in an
+/// image as tiles arrive). Luma16 counts are shown on a square-root scale.
+pub fn tile_preview_png(bytes: &[u8]) -> Result<(TileHeader, Vec<u8>), AssembleError> {
+    let (h, data) = parse_tile(bytes)?;
+    let rgb: Vec<u8> = match h.format {
+        PixelFormat::Rgb8 => data.to_vec(),
+        PixelFormat::Luma16 => data
+            .chunks_exact(2)
+            .flat_map(|c| {
+                let v = u16::from_le_bytes([c[0], c[1]]);
+                let grey = ((v as f64).sqrt() * 8.0).min(255.0) as u8;
+                [grey, grey, grey]
+            })
+            .collect(),
+    };
+    let mut png = Vec::new();
+    image::write_buffer_with_format(
+        &mut std::io::Cursor::new(&mut png),
+        &rgb,
+        h.width,
+        h.height,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| AssembleError::Write {
+        path: "tile preview".into(),
+        message: e.to_string(),
+    })?;
+    Ok((h, png))
+}
+
 /// The assembled result of a job.
 pub struct Assembled {
     pub path: PathBuf,
@@ -315,6 +346,19 @@ mod tests {
         }
         t.extend(std::iter::repeat_n(value, (w * h * 3) as usize));
         t
+    }
+
+    #[test]
+    fn a_tile_preview_is_a_png_of_the_tile_alone() {
+        let (header, png) = tile_preview_png(&tile(2, 0, 2, 2, 20)).expect("preview");
+        assert_eq!(
+            (header.x, header.y, header.width, header.height),
+            (2, 0, 2, 2)
+        );
+        let image = image::load_from_memory(&png).expect("a PNG").to_rgb8();
+        assert_eq!(image.dimensions(), (2, 2));
+        assert_eq!(image.get_pixel(1, 1).0, [20, 20, 20]);
+        assert!(tile_preview_png(b"not a tile").is_err());
     }
 
     #[test]

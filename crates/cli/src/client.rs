@@ -14,6 +14,8 @@ pub fn default_api() -> String {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// `$PLEXUS_API_TOKEN`: what a node off this machine asks for.
+    token: Option<String>,
 }
 
 impl Client {
@@ -26,6 +28,7 @@ impl Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
+            token: std::env::var("PLEXUS_API_TOKEN").ok(),
         }
     }
 
@@ -45,7 +48,11 @@ impl Client {
 
     fn get_response(&self, path: &str) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
-        let response = self.agent.get(&url).call().with_context(|| {
+        let mut request = self.agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request.call().with_context(|| {
             format!(
                 "cannot reach the node's API at {} (is `plexus node` running?)",
                 self.base
@@ -78,7 +85,11 @@ impl Client {
         body: &B,
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let response = self.agent.post(&url).send_json(body).with_context(|| {
+        let mut request = self.agent.post(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request.send_json(body).with_context(|| {
             format!(
                 "cannot reach the node's API at {} (is `plexus node` running?)",
                 self.base

@@ -45,6 +45,12 @@ enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop a running job: nothing more is dispatched
+    Cancel {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn job(a: JobArgs) -> anyhow::Result<u8> {
@@ -77,6 +83,12 @@ pub fn job(a: JobArgs) -> anyhow::Result<u8> {
             let status: JobStatus = client.get(&format!("/api/jobs/{id}"))?;
             let path = results(&client, &status, &out)?;
             println!("{}", path.display());
+            Ok(0)
+        }
+        JobCommand::Cancel { id, json } => {
+            let status: JobStatus =
+                client.post(&format!("/api/jobs/{id}/cancel"), &serde_json::json!({}))?;
+            print_status(&status, json)?;
             Ok(0)
         }
         JobCommand::List { json } => {

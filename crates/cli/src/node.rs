@@ -30,7 +30,8 @@ pub struct NodeArgs {
     /// The most memory one task may use here, in MiB
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     task_memory: u64,
-    /// Where the HTTP API listens (loopback only)
+    /// Where the HTTP API and dashboard listen; off loopback, clients must
+    /// send the token in DATA_DIR/api.token (`PLEXUS_API_TOKEN` for the CLI)
     #[arg(long, default_value = "127.0.0.1:7700")]
     api: SocketAddr,
     /// Do not discover peers on the LAN by mDNS
@@ -48,12 +49,12 @@ pub struct NodeArgs {
 }
 
 pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
-    if !a.api.ip().is_loopback() {
-        anyhow::bail!(
-            "--api {}: the API listens on loopback only (127.0.0.1 or ::1)",
-            a.api
-        );
-    }
+    // Off this machine, the API asks for the token kept in the data dir.
+    let token = if a.api.ip().is_loopback() {
+        None
+    } else {
+        Some(node::api_token(data_dir)?)
+    };
     let parse = |list: &[String], flag: &str| -> anyhow::Result<Vec<net::Multiaddr>> {
         list.iter()
             .map(|s| {
@@ -96,12 +97,19 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
         .context("start the async runtime")?;
     runtime.block_on(async move {
         let started = node::start(config).await?;
-        let api = api::serve(started.handle.clone(), a.api).await?;
+        let api = api::serve(started.handle.clone(), a.api, token.clone()).await?;
         println!("peer id   {}", started.peer_id);
         for addr in &started.listen {
             println!("listening {addr}/p2p/{}", started.peer_id);
         }
         println!("api       http://{api}");
+        println!("dashboard http://{api}/");
+        if token.is_some() {
+            println!(
+                "token     clients off this machine send `Authorization: Bearer` with {}",
+                data_dir.join("api.token").display()
+            );
+        }
         if a.provide {
             println!("providing: this node sells its time; Ctrl-C stops it");
         }

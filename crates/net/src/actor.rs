@@ -527,9 +527,15 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
+                cause,
                 ..
-            } => self.emit(Event::Disconnected(peer_id)).await,
+            } => {
+                tracing::debug!(target: "plexus::net", %peer_id, num_established, "connection closed: {cause:?}");
+                if num_established == 0 {
+                    self.emit(Event::Disconnected(peer_id)).await;
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     if !self.swarm.is_connected(&peer) {

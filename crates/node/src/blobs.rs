@@ -28,12 +28,13 @@ impl std::fmt::Display for FetchError {
 pub(crate) fn serve(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
+    metrics: &Arc<crate::Metrics>,
     from: PeerId,
     id: InboundId,
     request: BlobRequest,
     corrupt: bool,
 ) {
-    let net = net.clone();
+    let (net, metrics) = (net.clone(), metrics.clone());
     let path = blobs.path(&request.hash);
     tokio::spawn(async move {
         let read = tokio::task::spawn_blocking(move || -> std::io::Result<BlobResponse> {
@@ -57,7 +58,12 @@ pub(crate) fn serve(
         })
         .await;
         let response = match read {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                if let BlobResponse::Chunk { bytes, .. } = &r {
+                    metrics.blob("out", bytes.len() as u64);
+                }
+                r
+            }
             _ => {
                 tracing::warn!(target: "plexus::blob", %from, "could not read blob {}", request.hash);
                 BlobResponse::NotFound
@@ -71,6 +77,7 @@ pub(crate) fn serve(
 pub(crate) async fn fetch(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
+    metrics: &crate::Metrics,
     peer: PeerId,
     hash: BlobHash,
 ) -> Result<(), FetchError> {
@@ -100,6 +107,7 @@ pub(crate) async fn fetch(
             return Err(Other(format!("{peer} sent an empty chunk of blob {hash}")));
         }
         writer.write(&bytes).map_err(|e| Other(e.to_string()))?;
+        metrics.blob("in", bytes.len() as u64);
         offset += bytes.len() as u64;
         if offset >= total_bytes {
             break;

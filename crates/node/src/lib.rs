@@ -7,11 +7,13 @@
 //! SQLite); durable tasks are the next step.
 
 mod blobs;
+mod metrics;
 mod provider;
 mod requester;
 
+pub use net::Multiaddr;
 use net::wire::Offer;
-use net::{Event, Keypair, Multiaddr, NetHandle, PeerId};
+use net::{Event, Keypair, NetHandle, PeerId};
 use requester::Requester;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -20,10 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+pub use metrics::Metrics;
 #[cfg(feature = "adversary")]
 pub use provider::Misbehaviour;
-pub use provider::ProviderConfig;
-pub use requester::{CoalitionBound, JobStatus, JobSubmission, ProviderShare, VerificationStatus};
+pub use provider::{ProviderConfig, ProviderStatus};
+pub use requester::{
+    CoalitionBound, JobStatus, JobSubmission, ProviderShare, TASKS_PAGE_MAX, TaskInfo,
+    VerificationStatus,
+};
 
 /// API requests waiting for the node.
 const API_QUEUE_MAX: usize = 256;
@@ -45,6 +51,9 @@ pub enum NodeError {
     Job(String),
     #[error("no job {0}")]
     UnknownJob(String),
+    /// The request is valid but the job's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
     #[error("the node has stopped")]
     Stopped,
 }
@@ -57,15 +66,22 @@ pub struct NodeConfig {
     pub provider: Option<ProviderConfig>,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub connected: bool,
     pub rtt_ms: Option<f64>,
+    /// Its live offer: cores, memory_bytes, slots_total, slots_free,
+    /// price_per_gfuel, fuel_per_sec, engine, expires_at_ms.
+    #[schema(value_type = Option<Object>)]
     pub offer: Option<Offer>,
+    /// What this node's verification has recorded of it.
+    pub verified: u64,
+    pub disagreed: u64,
+    pub timed_out: u64,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     pub peer_id: String,
     pub listen: Vec<String>,
@@ -78,12 +94,21 @@ enum ApiRequest {
     List(oneshot::Sender<Vec<JobStatus>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Info(oneshot::Sender<NodeInfo>),
+    Cancel(String, oneshot::Sender<Result<JobStatus, NodeError>>),
+    Tasks(
+        String,
+        u64,
+        u64,
+        oneshot::Sender<Result<Vec<TaskInfo>, NodeError>>,
+    ),
+    TaskOutput(String, u64, oneshot::Sender<Result<PathBuf, NodeError>>),
 }
 
 /// Talks to a running node; cheap to clone.
 #[derive(Clone)]
 pub struct NodeHandle {
     requests: mpsc::Sender<ApiRequest>,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeHandle {
@@ -112,6 +137,26 @@ impl NodeHandle {
     }
     pub async fn info(&self) -> Result<NodeInfo, NodeError> {
         self.ask(ApiRequest::Info).await
+    }
+    pub async fn cancel(&self, id: String) -> Result<JobStatus, NodeError> {
+        self.ask(|tx| ApiRequest::Cancel(id, tx)).await?
+    }
+    /// Tasks `from..from + limit` of a job (at most [`TASKS_PAGE_MAX`]).
+    pub async fn tasks(
+        &self,
+        id: String,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<TaskInfo>, NodeError> {
+        self.ask(|tx| ApiRequest::Tasks(id, from, limit, tx))
+            .await?
+    }
+    /// The file of a settled task that its job assembles (a tile).
+    pub async fn task_output(&self, id: String, index: u64) -> Result<PathBuf, NodeError> {
+        self.ask(|tx| ApiRequest::TaskOutput(id, index, tx)).await?
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -143,6 +188,40 @@ pub fn load_identity(data_dir: &std::path::Path) -> Result<Keypair, NodeError> {
     }
 }
 
+/// The bearer token the API asks of non-loopback clients: `api.token` in
+/// the data dir, made on first need from the OS's randomness (32 bytes, hex).
+pub fn api_token(data_dir: &std::path::Path) -> Result<String, NodeError> {
+    let path = data_dir.join("api.token");
+    let err = |message: String| NodeError::Identity {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(token) if token.trim().len() >= 32 => Ok(token.trim().to_owned()),
+        Ok(_) => Err(err("the token is shorter than 32 characters".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::TryRngCore;
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng
+                .try_fill_bytes(&mut bytes)
+                .map_err(|e| err(format!("no randomness from the OS: {e}")))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
+            let tmp = data_dir.join("api.token.tmp");
+            std::fs::write(&tmp, &token).map_err(|e| err(e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+            Ok(token)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
 pub struct StartedNode {
     pub handle: NodeHandle,
     pub peer_id: PeerId,
@@ -162,13 +241,18 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
     })
     .await?;
     let peer_id = net.local_peer_id;
+    let metrics = Arc::new(Metrics::new());
     let provider = match config.provider {
         // The benchmark runs the sandbox, which must not block the async runtime.
         Some(p) => {
-            let (data_dir, keypair, blobs) =
-                (config.data_dir.clone(), keypair.clone(), blobs.clone());
+            let (data_dir, keypair, blobs, metrics) = (
+                config.data_dir.clone(),
+                keypair.clone(),
+                blobs.clone(),
+                metrics.clone(),
+            );
             let made = tokio::task::spawn_blocking(move || {
-                provider::Provider::new(p, &data_dir, keypair, blobs)
+                provider::Provider::new(p, &data_dir, keypair, blobs, metrics)
             })
             .await
             .map_err(|e| NodeError::Job(format!("provider setup panicked: {e}")))?;
@@ -187,15 +271,20 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
             blobs.clone(),
             net.clone(),
             internal_tx.clone(),
+            metrics.clone(),
         )?,
         provider,
         blobs,
         peers: HashMap::new(),
         internal: internal_tx,
+        metrics: metrics.clone(),
     };
     tokio::spawn(node.run(events, api_rx, internal_rx));
     Ok(StartedNode {
-        handle: NodeHandle { requests: api_tx },
+        handle: NodeHandle {
+            requests: api_tx,
+            metrics,
+        },
         peer_id,
         listen,
     })
@@ -217,6 +306,7 @@ struct Node {
     blobs: Arc<store::BlobStore>,
     peers: HashMap<PeerId, PeerState>,
     internal: mpsc::Sender<Internal>,
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -264,12 +354,14 @@ impl Node {
                 }
             }
             Event::Connected(peer) => {
+                tracing::debug!(target: "plexus::net", %peer, "connected");
                 self.peer(peer).connected = true;
                 if let Some(p) = &mut self.provider {
                     p.publish_offer_soon();
                 }
             }
             Event::Disconnected(peer) => {
+                tracing::debug!(target: "plexus::net", %peer, "disconnected");
                 self.peer(peer).connected = false;
                 self.requester.on_disconnect(peer);
             }
@@ -292,6 +384,7 @@ impl Node {
             Event::BlobRequested { from, id, request } => blobs::serve(
                 &self.net,
                 &self.blobs,
+                &self.metrics,
                 from,
                 id,
                 request,
@@ -319,15 +412,34 @@ impl Node {
                 let mut peers: Vec<PeerInfo> = self
                     .peers
                     .iter()
-                    .map(|(id, p)| PeerInfo {
-                        peer_id: id.to_string(),
-                        connected: p.connected,
-                        rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                        offer: p.offer.as_ref().map(|(o, _)| o.clone()),
+                    .map(|(id, p)| {
+                        let record = self.requester.record(id);
+                        PeerInfo {
+                            peer_id: id.to_string(),
+                            connected: p.connected,
+                            rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                            offer: p.offer.as_ref().map(|(o, _)| o.clone()),
+                            verified: record.verified,
+                            disagreed: record.disagreed,
+                            timed_out: record.timed_out,
+                        }
                     })
                     .collect();
                 peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
                 let _ = reply.send(peers);
+            }
+            ApiRequest::Cancel(id, reply) => {
+                let _ = reply.send(self.requester.cancel(&id));
+            }
+            ApiRequest::Tasks(id, from, limit, reply) => {
+                let tasks = self
+                    .requester
+                    .tasks(&id, from, limit)
+                    .ok_or(NodeError::UnknownJob(id));
+                let _ = reply.send(tasks);
+            }
+            ApiRequest::TaskOutput(id, index, reply) => {
+                let _ = reply.send(self.requester.task_output(&id, index));
             }
             ApiRequest::Info(reply) => {
                 let _ = reply.send(NodeInfo {
@@ -365,6 +477,14 @@ impl Node {
         if let Some(p) = &mut self.provider {
             p.maybe_publish(&self.net).await;
         }
+        let connected = self.peers.values().filter(|p| p.connected).count();
+        let offers = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.offer.is_some())
+            .count();
+        self.metrics.peers_connected.set(connected as i64);
+        self.metrics.offers_live.set(offers as i64);
         self.dispatch();
     }
 

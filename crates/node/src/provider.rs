@@ -34,6 +34,21 @@ pub struct ProviderConfig {
     pub misbehave: Option<Misbehaviour>,
 }
 
+impl Default for ProviderConfig {
+    /// One slot, price 1, tasks up to 1 GiB, honest.
+    fn default() -> Self {
+        ProviderConfig {
+            slots: 1,
+            price_per_gfuel: 1,
+            task_memory_bytes_max: types::limits::GIB,
+            #[cfg(feature = "adversary")]
+            throttle: 1,
+            #[cfg(feature = "adversary")]
+            misbehave: None,
+        }
+    }
+}
+
 /// Test-only ways to be a bad provider.
 #[cfg(feature = "adversary")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +117,7 @@ impl std::str::FromStr for Misbehaviour {
     }
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     pub slots_total: u32,
     pub slots_free: u32,
@@ -125,6 +140,7 @@ pub(crate) struct Provider {
     fuel_used: Arc<AtomicU64>,
     tasks_run: u64,
     next_offer: Instant,
+    metrics: Arc<crate::Metrics>,
     cores: u32,
     memory_bytes: u64,
     #[cfg(feature = "adversary")]
@@ -137,6 +153,7 @@ impl Provider {
         data_dir: &Path,
         keypair: Keypair,
         blobs: Arc<BlobStore>,
+        metrics: Arc<crate::Metrics>,
     ) -> Result<Provider, NodeError> {
         let cache_dir = Some(data_dir.join("cache/modules"));
         let sandbox = Arc::new(Sandbox::new(SandboxConfig {
@@ -167,6 +184,7 @@ impl Provider {
             fuel_used: Arc::new(AtomicU64::new(0)),
             tasks_run: 0,
             next_offer: Instant::now(),
+            metrics,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory_bytes: total_memory_bytes(),
             #[cfg(feature = "adversary")]
@@ -265,6 +283,7 @@ impl Provider {
             slots: self.slots.clone(),
             work_dir: self.work_dir.clone(),
             fuel_used: self.fuel_used.clone(),
+            metrics: self.metrics.clone(),
             #[cfg(feature = "adversary")]
             throttle: self.config.throttle,
             #[cfg(feature = "adversary")]
@@ -294,6 +313,7 @@ struct RunJob {
     slots: Arc<Semaphore>,
     work_dir: PathBuf,
     fuel_used: Arc<AtomicU64>,
+    metrics: Arc<crate::Metrics>,
     #[cfg(feature = "adversary")]
     throttle: u32,
     #[cfg(feature = "adversary")]
@@ -313,11 +333,11 @@ pub(crate) struct CheatState {
 impl RunJob {
     async fn run(&self) -> Result<TaskResponse, String> {
         let t = &self.task;
-        blobs::fetch(&self.net, &self.blobs, self.from, t.module)
+        blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, t.module)
             .await
             .map_err(|e| e.to_string())?;
         for (_, hash) in &t.inputs {
-            blobs::fetch(&self.net, &self.blobs, self.from, *hash)
+            blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, *hash)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -342,6 +362,7 @@ impl RunJob {
         }
         self.fuel_used
             .fetch_add(body.fuel_used.unwrap_or(0), Ordering::Relaxed);
+        self.metrics.fuel_run.inc_by(body.fuel_used.unwrap_or(0));
         #[cfg(feature = "adversary")]
         let body = self.misbehave_on(body)?;
         #[allow(unused_mut)]

@@ -8,7 +8,7 @@
 //! executions it asks for, runs a task itself when results disagree, keeps
 //! the evidence, and persists each provider's record.
 
-use crate::{Internal, NodeError, blobs, provider};
+use crate::{Internal, Metrics, NodeError, blobs, provider};
 use net::wire::{self, Offer, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
 use net::{NetHandle, PeerId};
 use sandbox::{Sandbox, SandboxConfig};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use store::BlobStore;
 use tokio::sync::mpsc;
 use types::{BlobHash, Job, ModuleSource, Outcome, OutputFile, Trap};
-use verify::{Action, Claim, JobVerifier, Policy, Record, Summary};
+use verify::{Action, Claim, JobVerifier, Method, Policy, Record, Summary};
 
 /// Tasks sent to a provider beyond its slots, so it never waits for work.
 const PREFETCH_PER_PROVIDER: u32 = 1;
@@ -35,11 +35,13 @@ const JOBS_MAX: usize = 1024;
 /// Queued executions one provider's turn looks through for one it may run:
 /// a replica must skip the providers that already hold its task.
 const PENDING_SCAN_MAX: usize = 64;
+/// Most tasks one page of `GET /api/jobs/{id}/tasks` lists.
+pub const TASKS_PAGE_MAX: u64 = 10_000;
 /// The cheater share assumed when `job status` states what a coalition
 /// holding every replica of a task could pass.
 const ASSUMED_CHEATER_SHARE: f64 = 0.2;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobSubmission {
     /// The job file's name, for error messages.
     pub job_file: String,
@@ -48,7 +50,7 @@ pub struct JobSubmission {
     pub base_dir: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderShare {
     pub peer_id: String,
     /// Its results that were accepted (alone or as an agreeing replica).
@@ -60,8 +62,23 @@ pub struct ProviderShare {
     pub busy_ms: u64,
 }
 
+/// Where one task of a job stands.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskInfo {
+    pub index: u64,
+    /// pending, running or settled.
+    pub state: String,
+    /// Providers running it now (replicas run at once).
+    pub running_on: Vec<String>,
+    /// Executions handed out so far.
+    pub attempts: u32,
+    /// How its accepted result was established (Replicas, SpotCheck,
+    /// GroundTruth, Reputation; Unverified when the job turned checks off).
+    pub method: Option<String>,
+}
+
 /// What a selective coalition could have slipped through unanimity.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CoalitionBound {
     pub assumed_cheater_share: f64,
     /// Providers that took part in the job, and the cheaters assumed among them.
@@ -74,19 +91,22 @@ pub struct CoalitionBound {
     pub expected_wrong_at_most: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerificationStatus {
     pub enabled: bool,
     pub floor: f64,
     pub replicas: u8,
-    /// How each result was established, what was found, and the providers
-    /// caught (their results void, their offers ignored).
+    /// How each result was established (by_replicas, by_spot_check,
+    /// by_ground_truth, on_reputation), what was found (disagreements,
+    /// reverified, executions, ground_truth_runs, replicated_tasks) and the
+    /// providers caught (excluded: their results void, their offers ignored).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub summary: Summary<String>,
     pub bound: Option<CoalitionBound>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub id: String,
     pub name: String,
@@ -156,6 +176,7 @@ enum State {
     Assembling,
     Completed,
     Failed,
+    Cancelled,
 }
 
 struct JobState {
@@ -171,9 +192,10 @@ struct JobState {
     attempts: Vec<u32>,
     /// Attempts per task that ended without a result.
     failed: Vec<u32>,
-    running: HashMap<(u64, u32), PeerId>,
+    /// Executions out: (task, attempt) → the provider and when it was sent.
+    running: HashMap<(u64, u32), (PeerId, Instant)>,
     /// Executions wanted (a task index may appear once per replica wanted).
-    pending: VecDeque<u64>,
+    pending: VecDeque<(u64, Instant)>,
     /// Results waiting for their task to be settled.
     reported: HashMap<(u64, PeerId), Reported>,
     /// The requester's own runs, waiting to be applied.
@@ -220,6 +242,7 @@ pub(crate) struct Requester {
     /// The sandboxes for the requester's own runs, made on first need
     /// (plain, NaN-canonical).
     local_sandboxes: [Option<Arc<Sandbox>>; 2],
+    metrics: Arc<Metrics>,
 }
 
 impl Requester {
@@ -229,6 +252,7 @@ impl Requester {
         blobs: Arc<BlobStore>,
         net: NetHandle,
         internal: mpsc::Sender<Internal>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, NodeError> {
         let mut reputation = HashMap::new();
         for (peer, r) in db.reputations()? {
@@ -255,6 +279,7 @@ impl Requester {
             reputation,
             networks: HashMap::new(),
             local_sandboxes: [None, None],
+            metrics,
         })
     }
 
@@ -301,6 +326,7 @@ impl Requester {
         );
         let id = BlobHash::of(seed.as_bytes()).to_hex()[..16].to_owned();
         let n = job.task_count();
+        let now = Instant::now();
         let dir = self.data_dir.join("jobs").join(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::Job(format!("create {}: {e}", dir.display())))?;
@@ -329,6 +355,10 @@ impl Requester {
         self.db
             .insert_job(&id, &job.name, &s.job_toml, &s.base_dir, n, now_ms())?;
         tracing::info!(target: "plexus::job", job = %id, name = %job.name, tasks = n, "job submitted");
+        self.metrics
+            .tasks
+            .get_or_create(&crate::metrics::StateLabel { state: "submitted" })
+            .inc_by(n);
         self.jobs.push(JobState {
             id: id.clone(),
             job: Arc::new(job),
@@ -340,7 +370,7 @@ impl Requester {
             attempts: vec![0; n as usize],
             failed: vec![0; n as usize],
             running: HashMap::new(),
-            pending: (0..n).collect(),
+            pending: (0..n).map(|i| (i, now)).collect(),
             reported: HashMap::new(),
             local: HashMap::new(),
             verifier,
@@ -368,6 +398,99 @@ impl Requester {
 
     pub fn list(&self) -> Vec<JobStatus> {
         self.jobs.iter().map(status_of).collect()
+    }
+
+    /// What verification has recorded of a provider.
+    pub fn record(&self, peer: &PeerId) -> Record {
+        self.reputation.get(peer).copied().unwrap_or_default()
+    }
+
+    /// Stops a job: nothing more is sent, results still out are ignored.
+    pub fn cancel(&mut self, id: &str) -> Result<JobStatus, NodeError> {
+        let job = self
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == id)
+            .ok_or_else(|| NodeError::UnknownJob(id.to_owned()))?;
+        if job.state != State::Running {
+            return Err(NodeError::Conflict(format!(
+                "job {id} is {} and cannot be cancelled",
+                status_of(job).state
+            )));
+        }
+        job.state = State::Cancelled;
+        job.pending.clear();
+        job.finished = Some(Instant::now());
+        self.metrics
+            .tasks
+            .get_or_create(&crate::metrics::StateLabel { state: "cancelled" })
+            .inc_by(job.settled.len() as u64 - job.done);
+        self.db.set_job_state(id, "cancelled", None)?;
+        job.recorded = true;
+        tracing::info!(target: "plexus::job", job = %id, "job cancelled");
+        Ok(status_of(job))
+    }
+
+    /// A page of a job's tasks: where each one stands.
+    pub fn tasks(&self, id: &str, from: u64, limit: u64) -> Option<Vec<TaskInfo>> {
+        let job = self.jobs.iter().find(|j| j.id == id)?;
+        let mut running_on: HashMap<u64, Vec<String>> = HashMap::new();
+        for ((index, _), (peer, _)) in &job.running {
+            running_on.entry(*index).or_default().push(peer.to_string());
+        }
+        let end = from
+            .saturating_add(limit.min(TASKS_PAGE_MAX))
+            .min(job.settled.len() as u64);
+        Some(
+            (from.min(end)..end)
+                .map(|index| {
+                    let i = index as usize;
+                    let running = running_on.remove(&index).unwrap_or_default();
+                    let state = if job.settled[i] {
+                        "settled"
+                    } else if !running.is_empty() {
+                        "running"
+                    } else {
+                        "pending"
+                    };
+                    let method = match &job.verifier {
+                        Some(v) => v.accepted(index).map(|m| format!("{m:?}")),
+                        None => job.settled[i].then(|| "Unverified".to_owned()),
+                    };
+                    TaskInfo {
+                        index,
+                        state: state.into(),
+                        running_on: running,
+                        attempts: job.attempts[i],
+                        method,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The settled task's file the job assembles (a tile), if any.
+    pub fn task_output(&self, id: &str, index: u64) -> Result<PathBuf, NodeError> {
+        let job = self
+            .jobs
+            .iter()
+            .find(|j| j.id == id)
+            .ok_or_else(|| NodeError::UnknownJob(id.to_owned()))?;
+        if !job.settled.get(index as usize).copied().unwrap_or(false) {
+            return Err(NodeError::Conflict(format!(
+                "task {index} of job {id} has no accepted result yet"
+            )));
+        }
+        if job.job.assemble.kind != types::job::AssembleKind::TilesPng {
+            return Err(NodeError::Conflict(format!(
+                "job {id} does not assemble tiles"
+            )));
+        }
+        Ok(job
+            .dir
+            .join("tasks")
+            .join(index.to_string())
+            .join(&job.job.assemble.file))
     }
 
     /// A provider caught once is ignored from then on, in every job.
@@ -436,7 +559,7 @@ impl Requester {
         for j in running {
             let mut starved = Vec::new();
             let job = &self.jobs[j];
-            for &index in job.pending.iter().take(PENDING_SCAN_MAX) {
+            for &(index, _) in job.pending.iter().take(PENDING_SCAN_MAX) {
                 if job
                     .verifier
                     .as_ref()
@@ -450,7 +573,7 @@ impl Requester {
             }
             for index in starved {
                 let job = &mut self.jobs[j];
-                job.pending.retain(|&t| t != index);
+                job.pending.retain(|&(t, _)| t != index);
                 let actions = job
                     .verifier
                     .as_mut()
@@ -483,7 +606,7 @@ impl Requester {
     fn take_pending(&mut self, j: usize, c: &Candidate) -> Option<u64> {
         let mut pos = 0;
         while pos < self.jobs[j].pending.len().min(PENDING_SCAN_MAX) {
-            let index = self.jobs[j].pending[pos];
+            let (index, queued) = self.jobs[j].pending[pos];
             let job = &self.jobs[j];
             let stale = match &job.verifier {
                 Some(v) => !v.needs_run(index),
@@ -494,7 +617,10 @@ impl Requester {
                 continue;
             }
             if self.may_run(job, index, c) {
-                return self.jobs[j].pending.remove(pos);
+                self.metrics
+                    .dispatch_latency
+                    .observe(queued.elapsed().as_secs_f64());
+                return self.jobs[j].pending.remove(pos).map(|(i, _)| i);
             }
             pos += 1;
         }
@@ -524,7 +650,8 @@ impl Requester {
         let job = &mut self.jobs[j];
         job.attempts[index as usize] += 1;
         let attempt = job.attempts[index as usize];
-        job.running.insert((index, attempt), peer);
+        job.running.insert((index, attempt), (peer, Instant::now()));
+        self.metrics.task("dispatched");
         job.shares
             .entry(peer)
             .or_insert_with(|| ProviderShare {
@@ -547,10 +674,15 @@ impl Requester {
             }
             None => Vec::new(),
         };
-        let (net, blobs, internal) = (self.net.clone(), self.blobs.clone(), self.internal.clone());
+        let (net, blobs, internal, metrics) = (
+            self.net.clone(),
+            self.blobs.clone(),
+            self.internal.clone(),
+            self.metrics.clone(),
+        );
         let job_id = job.id.clone();
         tokio::spawn(async move {
-            let done = run_remote(&net, &blobs, peer, assignment).await;
+            let done = run_remote(&net, &blobs, &metrics, peer, assignment).await;
             let _ = internal
                 .send(Internal::Requester(Completion::Task {
                     job: job_id,
@@ -572,7 +704,7 @@ impl Requester {
             let lost: Vec<(u64, u32)> = self.jobs[j]
                 .running
                 .iter()
-                .filter(|(_, p)| **p == peer)
+                .filter(|(_, (p, _))| *p == peer)
                 .map(|(k, _)| *k)
                 .collect();
             for (index, attempt) in lost {
@@ -642,10 +774,16 @@ impl Requester {
     fn on_task(&mut self, j: usize, index: u64, attempt: u32, peer: PeerId, done: TaskDone) {
         let job = &mut self.jobs[j];
         // A late answer to an attempt already given up on is ignored.
-        if job.running.get(&(index, attempt)) != Some(&peer) {
+        let Some((sent_to, sent_at)) = job.running.get(&(index, attempt)).copied() else {
+            return;
+        };
+        if sent_to != peer {
             return;
         }
         job.running.remove(&(index, attempt));
+        self.metrics
+            .task_latency
+            .observe(sent_at.elapsed().as_secs_f64());
         if let Some(s) = job.shares.get_mut(&peer) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
@@ -667,6 +805,7 @@ impl Requester {
                 self.apply(j, actions);
             }
             TaskDone::Retry { reason, timed_out } => {
+                self.metrics.task("retried");
                 job.retries += 1;
                 job.failed[i] += 1;
                 if job.failed[i] >= ATTEMPTS_MAX {
@@ -684,13 +823,14 @@ impl Requester {
                 let actions = match &mut job.verifier {
                     Some(v) => v.on_failure(index, peer, timed_out),
                     None => {
-                        job.pending.push_front(index);
+                        job.pending.push_front((index, Instant::now()));
                         Vec::new()
                     }
                 };
                 self.apply(j, actions);
             }
             TaskDone::Rejected(reason) => {
+                self.metrics.task("rejected");
                 job.retries += 1;
                 job.failed[i] += 1;
                 tracing::warn!(target: "plexus::job", job = %job.id, task = index, "provider {peer} excluded from the job, its answer rejected: {reason}");
@@ -704,7 +844,7 @@ impl Requester {
                 let actions = match &mut job.verifier {
                     Some(v) => v.on_misbehaviour(index, peer),
                     None => {
-                        job.pending.push_front(index);
+                        job.pending.push_front((index, Instant::now()));
                         Vec::new()
                     }
                 };
@@ -743,11 +883,23 @@ impl Requester {
                 return;
             }
             match action {
-                Action::Run { task } => self.jobs[j].pending.push_front(task),
-                Action::RunLocally { task } => self.run_locally(j, task),
+                Action::Run { task } => self.jobs[j].pending.push_front((task, Instant::now())),
+                Action::RunLocally { task } => {
+                    self.metrics.verified("ground_truth_run");
+                    self.run_locally(j, task)
+                }
                 Action::Accept {
-                    task, claim, from, ..
+                    task,
+                    claim,
+                    from,
+                    method,
                 } => {
+                    self.metrics.verified(match method {
+                        Method::Replicas => "replicas",
+                        Method::SpotCheck => "spot_check",
+                        Method::GroundTruth => "ground_truth",
+                        Method::Reputation => "reputation",
+                    });
                     let job = &mut self.jobs[j];
                     let chosen = match from {
                         Some(peer) => job.reported.remove(&(task, peer)),
@@ -776,6 +928,7 @@ impl Requester {
                     self.settle(j, task, chosen, paid);
                 }
                 Action::Reopen { task } => {
+                    self.metrics.verified("reopened");
                     let job = &mut self.jobs[j];
                     let i = task as usize;
                     if job.settled[i] {
@@ -789,6 +942,7 @@ impl Requester {
                     tracing::warn!(target: "plexus::job", job = %job.id, task, "task reopened: one who vouched for it was caught");
                 }
                 Action::Exclude { provider, task } => {
+                    self.metrics.verified("caught");
                     let job = &mut self.jobs[j];
                     job.excluded.insert(provider);
                     tracing::warn!(target: "plexus::job", job = %job.id, task, "provider {provider} caught: its result was contradicted; excluded, its results re-verified");
@@ -847,6 +1001,8 @@ impl Requester {
                 s.fuel += fuel;
             }
         }
+        self.metrics.task("settled");
+        self.metrics.fuel_accepted.inc_by(chosen.fuel);
         job.settled[i] = true;
         job.task_fuel[i] = chosen.fuel;
         job.fuel += chosen.fuel;
@@ -1043,6 +1199,7 @@ fn status_of(j: &JobState) -> JobStatus {
         State::Assembling => "assembling",
         State::Completed => "completed",
         State::Failed => "failed",
+        State::Cancelled => "cancelled",
     };
     JobStatus {
         id: j.id.clone(),
@@ -1071,6 +1228,7 @@ fn status_of(j: &JobState) -> JobStatus {
 async fn run_remote(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
+    metrics: &Metrics,
     peer: PeerId,
     assignment: TaskAssignment,
 ) -> TaskDone {
@@ -1122,7 +1280,7 @@ async fn run_remote(
         {
             return TaskDone::Rejected(format!("output name {:?} from {peer}", output.name));
         }
-        match blobs::fetch(net, blobs, peer, output.hash).await {
+        match blobs::fetch(net, blobs, metrics, peer, output.hash).await {
             Ok(()) => {}
             Err(blobs::FetchError::Mismatch(e)) => {
                 return TaskDone::Rejected(format!("output {}: {e}", output.name));

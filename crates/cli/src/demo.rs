@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// How many provider processes to start
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     providers: u16,
+    /// Print the dashboard's address and keep the network running after the
+    /// job, until Ctrl-C, so it can be looked at
+    #[arg(long)]
+    open: bool,
 }
 
 /// Every process the demo started; killed when dropped.
@@ -127,6 +131,7 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
         provider_count
     );
 
+    eprintln!("dashboard {}/", requester.api);
     let id = job::submit(&client, &job_dir.join("render.toml"))?;
     eprintln!("submitted the render job {id}");
     let status = job::follow(&client, &id, true)?;
@@ -165,6 +170,18 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
         "  on the others:   plexus node --provide --bootstrap /ip4/FIRST_MACHINE_IP/tcp/4001/p2p/PEER_ID"
     );
     println!("  then submit:     plexus job submit examples/render.toml --wait");
+    if a.open {
+        println!();
+        println!(
+            "dashboard {}/  (the network keeps running; Ctrl-C stops it)",
+            requester.api
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        loop {
+            std::thread::park();
+        }
+    }
     Ok(0)
 }
 

@@ -1,5 +1,6 @@
 //! The `plexus` binary end to end: real processes, real files.
 
+mod dashboard;
 mod network;
 mod verification;
 

@@ -101,7 +101,7 @@ impl NodeProcess {
         response.body_mut().read_json().expect("JSON")
     }
 
-    fn connected_to(&self, other: &NodeProcess) -> bool {
+    pub(crate) fn connected_to(&self, other: &NodeProcess) -> bool {
         let peers = self.get("/api/peers");
         peers.as_array().is_some_and(|ps| {
             ps.iter()

@@ -166,6 +166,22 @@ pub(crate) enum Internal {
     ProviderDone,
 }
 
+/// Writes a secret readable by its owner only, whole or not at all
+/// (a temporary file renamed into place).
+fn write_secret(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 /// Loads the node's ed25519 identity, creating it on first start.
 pub fn load_identity(data_dir: &std::path::Path) -> Result<Keypair, NodeError> {
     let path = data_dir.join("identity.key");
@@ -176,12 +192,9 @@ pub fn load_identity(data_dir: &std::path::Path) -> Result<Keypair, NodeError> {
     match std::fs::read(&path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| err(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
             let key = Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().map_err(|e| err(e.to_string()))?;
-            let tmp = data_dir.join("identity.key.tmp");
-            std::fs::write(&tmp, bytes).map_err(|e| err(e.to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+            write_secret(&path, &bytes).map_err(|e| err(e.to_string()))?;
             Ok(key)
         }
         Err(e) => Err(err(e.to_string())),
@@ -206,16 +219,7 @@ pub fn api_token(data_dir: &std::path::Path) -> Result<String, NodeError> {
                 .try_fill_bytes(&mut bytes)
                 .map_err(|e| err(format!("no randomness from the OS: {e}")))?;
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
-            let tmp = data_dir.join("api.token.tmp");
-            std::fs::write(&tmp, &token).map_err(|e| err(e.to_string()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
+            write_secret(&path, token.as_bytes()).map_err(|e| err(e.to_string()))?;
             Ok(token)
         }
         Err(e) => Err(err(e.to_string())),

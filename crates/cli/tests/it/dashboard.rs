@@ -4,7 +4,7 @@
 //! the providers in the network table. Saves a screenshot under target/.
 
 use crate::network::{NodeProcess, wait_until};
-use crate::{Env, repo};
+use crate::{Env, render_job};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
@@ -23,35 +23,40 @@ impl Drop for Driver {
     }
 }
 
+fn browser_present() -> bool {
+    std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists()
+}
+
+/// Installs Debian's chromium and its driver if this machine lacks them
+/// (the test sets up what it needs; `.ci/run` installs them beforehand).
+fn ensure_browser() {
+    if browser_present() {
+        return;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-q", "chromium", "chromium-driver"];
+    if !apt(&install) {
+        apt(&["update", "-q"]);
+        apt(&install);
+    }
+    assert!(
+        browser_present(),
+        "the browser test needs Debian's chromium and chromium-driver, and could not install them (run as root, or `apt-get install chromium chromium-driver`)"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// 48 tiles of 80×60: long enough to watch it fill in.
-fn render_job(env: &Env) -> String {
-    let scene = repo().join("examples/scenes/demo.gltf");
-    env.write(
-        "dashboard.toml",
-        &format!(
-            r#"
-name = "dashboard-render"
-module = "builtin:render"
-args = ["--scene", "/in/scene.gltf", "--width", "640", "--height", "360", "--x", "{{x}}", "--y", "{{y}}",
-        "--tile-width", "80", "--tile-height", "60", "--spp", "4", "--max-depth", "4"]
-[inputs]
-"scene.gltf" = {scene:?}
-[tasks]
-y = {{ start = 0, end = 360, step = 60 }}
-x = {{ start = 0, end = 640, step = 80 }}
-[assemble]
-kind = "tiles-png"
-output = "render.png"
-"#
-        ),
-    )
 }
 
 async fn text(client: &Client, css: &str) -> String {
@@ -67,12 +72,10 @@ async fn script(client: &Client, js: &str) -> Value {
 
 #[test]
 fn the_dashboard_shows_a_render_job_filling_in_and_the_providers() {
-    assert!(
-        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
-        "the browser test needs Debian's chromium and chromium-driver (.ci/run installs them)"
-    );
+    ensure_browser();
     let env = Env::new();
-    let job = render_job(&env);
+    // 48 tiles: long enough to watch it fill in.
+    let job = render_job(&env, "dashboard-render", 640, 360, 4);
     let requester = NodeProcess::requester(&env);
     let providers: Vec<NodeProcess> = (0..3)
         .map(|i| NodeProcess::provider(&env, &format!("p{i}"), &requester, &[]))

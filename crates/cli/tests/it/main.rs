@@ -61,23 +61,28 @@ impl Env {
 
 /// A small version of the demo render, for the determinism checks.
 fn small_render_job(env: &Env) -> String {
+    render_job(env, "small", 320, 180, 2)
+}
+
+/// The demo scene at `width`×`height` in tiles of 80×60.
+fn render_job(env: &Env, name: &str, width: u32, height: u32, spp: u32) -> String {
     let scene = repo().join("examples/scenes/demo.gltf");
     env.write(
-        "small.toml",
+        &format!("{name}.toml"),
         &format!(
             r#"
-name = "small"
+name = "{name}"
 module = "builtin:render"
-args = ["--scene", "/in/scene.gltf", "--width", "320", "--height", "180", "--x", "{{x}}", "--y", "{{y}}",
-        "--tile-width", "80", "--tile-height", "60", "--spp", "2", "--max-depth", "4"]
+args = ["--scene", "/in/scene.gltf", "--width", "{width}", "--height", "{height}", "--x", "{{x}}", "--y", "{{y}}",
+        "--tile-width", "80", "--tile-height", "60", "--spp", "{spp}", "--max-depth", "4"]
 [inputs]
 "scene.gltf" = {scene:?}
 [tasks]
-x = {{ start = 0, end = 320, step = 80 }}
-y = {{ start = 0, end = 180, step = 60 }}
+y = {{ start = 0, end = {height}, step = 60 }}
+x = {{ start = 0, end = {width}, step = 80 }}
 [assemble]
 kind = "tiles-png"
-output = "small.png"
+output = "{name}.png"
 "#
         ),
     )

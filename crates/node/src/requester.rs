@@ -35,6 +35,12 @@ const JOBS_MAX: usize = 1024;
 /// Queued executions one provider's turn looks through for one it may run:
 /// a replica must skip the providers that already hold its task.
 const PENDING_SCAN_MAX: usize = 64;
+/// A job's straggler gets a copy on an idle provider once it has run this
+/// many times the job's median execution, and at least SPECULATE_AFTER_MIN.
+const SPECULATE_FACTOR: u32 = 2;
+const SPECULATE_AFTER_MIN: Duration = Duration::from_millis(500);
+/// Execution times a job remembers for its median.
+const DURATIONS_KEPT: usize = 64;
 /// Most tasks one page of `GET /api/jobs/{id}/tasks` lists.
 pub const TASKS_PAGE_MAX: u64 = 10_000;
 /// The cheater share assumed when `job status` states what a coalition
@@ -198,6 +204,10 @@ struct JobState {
     pending: VecDeque<(u64, Instant)>,
     /// Results waiting for their task to be settled.
     reported: HashMap<(u64, PeerId), Reported>,
+    /// Tasks given a speculative copy (one each).
+    speculated: HashSet<u64>,
+    /// The last execution times (send to checked result), for the median.
+    durations: VecDeque<Duration>,
     /// The requester's own runs, waiting to be applied.
     local: HashMap<u64, Reported>,
     verifier: Option<JobVerifier<PeerId>>,
@@ -372,6 +382,8 @@ impl Requester {
             running: HashMap::new(),
             pending: (0..n).map(|i| (i, now)).collect(),
             reported: HashMap::new(),
+            speculated: HashSet::new(),
+            durations: VecDeque::new(),
             local: HashMap::new(),
             verifier,
             done: 0,
@@ -554,6 +566,7 @@ impl Requester {
                 self.send(j, index, c.peer);
             }
         }
+        self.speculate(&ranked, &running, &mut in_flight);
         // An execution no live provider may take (all hold the task, are
         // caught, or share its holders' network) falls to the requester.
         for j in running {
@@ -580,6 +593,58 @@ impl Requester {
                     .map(|v| v.on_no_provider(index))
                     .unwrap_or_default();
                 self.apply(j, actions);
+            }
+        }
+    }
+
+    /// Stragglers: once a job has nothing left to hand out, a provider with
+    /// an idle slot takes a copy of the job's oldest execution still out, if
+    /// it has run SPECULATE_FACTOR times the job's median. The first result
+    /// to settle the task wins; the other is ignored.
+    fn speculate(
+        &mut self,
+        ranked: &[&Candidate],
+        running: &[usize],
+        in_flight: &mut HashMap<PeerId, u32>,
+    ) {
+        for c in ranked {
+            while in_flight.get(&c.peer).copied().unwrap_or(0) < c.offer.slots_total {
+                let mut oldest: Option<(usize, u64, Instant)> = None;
+                for &j in running {
+                    let job = &self.jobs[j];
+                    if job.state != State::Running
+                        || !job.pending.is_empty()
+                        || job.excluded.contains(&c.peer)
+                    {
+                        continue;
+                    }
+                    let Some(after) = straggler_after(&job.durations) else {
+                        continue;
+                    };
+                    for (&(index, _), &(peer, sent_at)) in &job.running {
+                        let eligible = peer != c.peer
+                            && sent_at.elapsed() > after
+                            && !job.speculated.contains(&index)
+                            && !job.settled[index as usize]
+                            && job.verifier.as_ref().is_none_or(|v| v.may_speculate(index))
+                            && !job
+                                .running
+                                .iter()
+                                .any(|(&(i, _), &(p, _))| i == index && p == c.peer)
+                            && self.may_run(job, index, c);
+                        if eligible && oldest.is_none_or(|(_, _, at)| sent_at < at) {
+                            oldest = Some((j, index, sent_at));
+                        }
+                    }
+                }
+                let Some((j, index, _)) = oldest else {
+                    break;
+                };
+                self.jobs[j].speculated.insert(index);
+                self.metrics.task("speculated");
+                tracing::info!(target: "plexus::job", job = %self.jobs[j].id, task = index, provider = %c.peer, "straggler: a copy runs on an idle provider");
+                *in_flight.entry(c.peer).or_default() += 1;
+                self.send(j, index, c.peer);
             }
         }
     }
@@ -784,6 +849,12 @@ impl Requester {
         self.metrics
             .task_latency
             .observe(sent_at.elapsed().as_secs_f64());
+        if matches!(done, TaskDone::Ok(_)) {
+            if job.durations.len() == DURATIONS_KEPT {
+                job.durations.pop_front();
+            }
+            job.durations.push_back(sent_at.elapsed());
+        }
         if let Some(s) = job.shares.get_mut(&peer) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
@@ -1105,6 +1176,17 @@ impl Requester {
                 .await;
         });
     }
+}
+
+/// How long an execution may run before it counts as a straggler: a
+/// multiple of the job's median, once the job has a median.
+fn straggler_after(durations: &VecDeque<Duration>) -> Option<Duration> {
+    if durations.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<Duration> = durations.iter().copied().collect();
+    sorted.sort();
+    Some((sorted[sorted.len() / 2] * SPECULATE_FACTOR).max(SPECULATE_AFTER_MIN))
 }
 
 /// A provider whose attempts time out more than once per ten verified

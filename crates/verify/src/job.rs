@@ -342,6 +342,14 @@ impl<P: Clone + Ord> JobVerifier<P> {
         actions
     }
 
+    /// Whether `task` is still being checked with executions out, so that a
+    /// speculative copy on another provider could settle it sooner.
+    pub fn may_speculate(&self, task: u64) -> bool {
+        self.tasks
+            .get(task as usize)
+            .is_some_and(|t| t.stage == Stage::Checking && !t.running.is_empty())
+    }
+
     /// Whether `task` still wants an execution handed out (a queued request
     /// can go stale when the task is settled another way meanwhile).
     pub fn needs_run(&self, task: u64) -> bool {
@@ -531,18 +539,21 @@ impl<P: Clone + Ord> JobVerifier<P> {
             actions.extend((0..missing).map(|_| Action::Run { task }));
             return actions;
         }
-        if !t.running.is_empty() {
-            return actions;
-        }
-        // Every result is in and none disagrees. Results of different
-        // engines are not compared: the largest engine group must be complete.
+        // No result disagrees. Results of different engines are not
+        // compared: the largest engine group must hold enough agreeing ones.
+        // Once it does, executions still running (a speculative copy of a
+        // straggler) are not waited for; their results are ignored.
         let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, (_, claim)) in t.results.iter().enumerate() {
             groups.entry(claim.engine.as_str()).or_default().push(i);
         }
-        let Some(group) = groups.into_values().max_by_key(|g| g.len()) else {
+        let group = groups
+            .into_values()
+            .max_by_key(|g| g.len())
+            .unwrap_or_default();
+        if group.len() < t.agree && !t.running.is_empty() {
             return actions;
-        };
+        }
         if group.len() < t.agree {
             t.wanted += 1;
             actions.push(Action::Run { task });

@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod network;
+mod stragglers;
 mod verification;
 
 use serde_json::Value;

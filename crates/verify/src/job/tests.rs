@@ -300,3 +300,31 @@ fn a_provider_that_misbehaves_is_caught_and_its_task_run_elsewhere() {
     assert!(accepted(&done).is_some());
     assert!(!v.needs_run(0));
 }
+
+#[test]
+fn a_speculative_copy_settles_a_straggler_and_the_late_result_is_ignored() {
+    let mut v = JobVerifier::new(1, Policy::default(), 1);
+    v.on_dispatch(0, 'a');
+    v.on_dispatch(0, 'b');
+    v.on_result(0, 'a', claim(1));
+    // b is slow: a copy goes to c, which never held the task.
+    assert!(v.may_speculate(0));
+    assert!(v.may_run(0, &'c') && !v.may_run(0, &'b'));
+    assert!(
+        v.on_dispatch(0, 'c').is_empty(),
+        "a copy asks for nothing more"
+    );
+    let done = v.on_result(0, 'c', claim(1));
+    assert_eq!(
+        accepted(&done).map(|a| a.1),
+        Some(Method::Replicas),
+        "no wait for b"
+    );
+    assert!(!v.may_speculate(0));
+    assert!(
+        v.on_result(0, 'b', claim(1)).is_empty(),
+        "the straggler's answer is ignored"
+    );
+    assert_eq!(v.record(&'b').verified, 0);
+    assert_eq!(v.summary().executions, 3);
+}

@@ -1,0 +1,74 @@
+//! Stragglers: a provider throttled 10× must not hold a job's end hostage.
+//!
+//! Needs the test-only build:
+//! `cargo test --release -p cli --features adversary --test it stragglers`.
+#![cfg(feature = "adversary")]
+
+use crate::Env;
+use crate::network::{NodeProcess, submit_and_follow, wait_until};
+use std::time::Duration;
+
+fn job(env: &Env) -> String {
+    env.write(
+        "mandel.toml",
+        r#"
+name = "mandel-stragglers"
+module = "builtin:mandelbrot"
+args = ["--size", "4096", "--per-side", "8", "--tile", "{tile}"]
+[tasks]
+tile = { start = 0, end = 64 }
+[assemble]
+kind = "tiles-png"
+output = "mandel.png"
+# Dispatch and speculation alone: replicas would add their own waits.
+[verification]
+mode = "none"
+"#,
+    )
+}
+
+#[test]
+fn a_provider_throttled_ten_times_costs_the_job_little_thanks_to_speculation() {
+    let env = Env::new();
+    let job = job(&env);
+    let requester = NodeProcess::requester(&env);
+    let _fast: Vec<NodeProcess> = (0..2)
+        .map(|i| NodeProcess::provider(&env, &format!("fast{i}"), &requester, &[]))
+        .collect();
+    wait_until("two offers", Duration::from_secs(30), || {
+        requester.offers() >= 2
+    });
+    let calm = submit_and_follow(&env, &requester, &job, |_| {});
+    assert_eq!(calm["state"], "completed", "{calm}");
+
+    let _slow = NodeProcess::provider(&env, "slow", &requester, &["--throttle", "10"]);
+    wait_until("three offers", Duration::from_secs(30), || {
+        requester.offers() >= 3
+    });
+    let with_slow = submit_and_follow(&env, &requester, &job, |_| {});
+    assert_eq!(with_slow["state"], "completed", "{with_slow}");
+    assert_eq!(with_slow["checksum"], calm["checksum"]);
+    let (calm_s, slow_s) = (
+        calm["elapsed_s"].as_f64().expect("time"),
+        with_slow["elapsed_s"].as_f64().expect("time"),
+    );
+    eprintln!("64 tiles: {calm_s:.2} s on 2 providers, {slow_s:.2} s with a third 10× slower");
+    assert!(
+        slow_s <= 1.5 * calm_s,
+        "{slow_s:.2} s with the slow provider against {calm_s:.2} s without: {with_slow}"
+    );
+    // Speculation did it: copies of the slow provider's tasks ran elsewhere.
+    let metrics = ureq::get(&format!("{}/metrics", requester.api))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    let speculated = metrics
+        .lines()
+        .find(|l| l.starts_with("plexus_tasks_total{state=\"speculated\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(speculated >= 1.0, "no straggler was copied:\n{metrics}");
+}

@@ -28,6 +28,13 @@ const PREFETCH_PER_PROVIDER: u32 = 1;
 const ATTEMPTS_MAX: u32 = 5;
 /// Time an attempt may take beyond the task's own deadline (blob fetches, queueing).
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(30);
+/// How much slower than its benchmark a provider may run a task (load,
+/// a busier machine) before its attempt counts as lost.
+const BENCHMARK_SLACK: f64 = 4.0;
+/// A failed task waits this long before its next attempt, doubling with
+/// each failure up to RETRY_BACKOFF_MAX.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Failed attempts a provider may have in one job before it is left out of it.
 const FAILURES_BEFORE_EXCLUSION: u32 = 3;
 /// Jobs kept by one node (finished ones included).
@@ -198,6 +205,10 @@ struct JobState {
     attempts: Vec<u32>,
     /// Attempts per task that ended without a result.
     failed: Vec<u32>,
+    /// Why each failed attempt failed (at most ATTEMPTS_MAX per task).
+    failure_reasons: HashMap<u64, Vec<String>>,
+    /// Failed tasks wait until then before their next attempt (backoff).
+    not_before: HashMap<u64, Instant>,
     /// Executions out: (task, attempt) → the provider and when it was sent.
     running: HashMap<(u64, u32), (PeerId, Instant)>,
     /// Executions wanted (a task index may appear once per replica wanted).
@@ -379,6 +390,8 @@ impl Requester {
             task_fuel: vec![0; n as usize],
             attempts: vec![0; n as usize],
             failed: vec![0; n as usize],
+            failure_reasons: HashMap::new(),
+            not_before: HashMap::new(),
             running: HashMap::new(),
             pending: (0..n).map(|i| (i, now)).collect(),
             reported: HashMap::new(),
@@ -563,7 +576,7 @@ impl Requester {
                 };
                 idle_rounds = 0;
                 *in_flight.entry(c.peer).or_default() += 1;
-                self.send(j, index, c.peer);
+                self.send(j, index, c);
             }
         }
         self.speculate(&ranked, &running, &mut in_flight);
@@ -644,7 +657,7 @@ impl Requester {
                 self.metrics.task("speculated");
                 tracing::info!(target: "plexus::job", job = %self.jobs[j].id, task = index, provider = %c.peer, "straggler: a copy runs on an idle provider");
                 *in_flight.entry(c.peer).or_default() += 1;
-                self.send(j, index, c.peer);
+                self.send(j, index, c);
             }
         }
     }
@@ -681,7 +694,11 @@ impl Requester {
                 self.jobs[j].pending.remove(pos);
                 continue;
             }
-            if self.may_run(job, index, c) {
+            let waiting = job
+                .not_before
+                .get(&index)
+                .is_some_and(|at| Instant::now() < *at);
+            if !waiting && self.may_run(job, index, c) {
                 self.metrics
                     .dispatch_latency
                     .observe(queued.elapsed().as_secs_f64());
@@ -710,7 +727,8 @@ impl Requester {
         }
     }
 
-    fn send(&mut self, j: usize, index: u64, peer: PeerId) {
+    fn send(&mut self, j: usize, index: u64, c: &Candidate) {
+        let peer = c.peer;
         let record = self.reputation.get(&peer).copied();
         let job = &mut self.jobs[j];
         job.attempts[index as usize] += 1;
@@ -728,6 +746,7 @@ impl Requester {
             })
             .in_flight += 1;
         let assignment = Self::assignment(job, index, attempt);
+        let timeout = attempt_timeout(&assignment.limits, c.offer.fuel_per_sec);
         let actions = match &mut job.verifier {
             Some(v) => {
                 if let Some(record) = record
@@ -747,7 +766,7 @@ impl Requester {
         );
         let job_id = job.id.clone();
         tokio::spawn(async move {
-            let done = run_remote(&net, &blobs, &metrics, peer, assignment).await;
+            let done = run_remote(&net, &blobs, &metrics, peer, assignment, timeout).await;
             let _ = internal
                 .send(Internal::Requester(Completion::Task {
                     job: job_id,
@@ -861,7 +880,6 @@ impl Requester {
         if job.state != State::Running {
             return;
         }
-        let i = index as usize;
         match done {
             TaskDone::Ok(reported) => {
                 if let Some(s) = job.shares.get_mut(&peer) {
@@ -877,13 +895,8 @@ impl Requester {
             }
             TaskDone::Retry { reason, timed_out } => {
                 self.metrics.task("retried");
-                job.retries += 1;
-                job.failed[i] += 1;
-                if job.failed[i] >= ATTEMPTS_MAX {
-                    return fail(
-                        job,
-                        format!("task {index} failed {ATTEMPTS_MAX} attempts, the last: {reason}"),
-                    );
+                if let Some(failure) = attempt_failed(job, index, &peer, &reason) {
+                    return fail(job, failure);
                 }
                 tracing::info!(target: "plexus::job", job = %job.id, task = index, %peer, "retrying: {reason}");
                 let failures = job.failures.entry(peer).or_default();
@@ -902,15 +915,10 @@ impl Requester {
             }
             TaskDone::Rejected(reason) => {
                 self.metrics.task("rejected");
-                job.retries += 1;
-                job.failed[i] += 1;
                 tracing::warn!(target: "plexus::job", job = %job.id, task = index, "provider {peer} excluded from the job, its answer rejected: {reason}");
                 job.excluded.insert(peer);
-                if job.failed[i] >= ATTEMPTS_MAX {
-                    return fail(
-                        job,
-                        format!("task {index} failed {ATTEMPTS_MAX} attempts, the last: {reason}"),
-                    );
+                if let Some(failure) = attempt_failed(job, index, &peer, &reason) {
+                    return fail(job, failure);
                 }
                 let actions = match &mut job.verifier {
                     Some(v) => v.on_misbehaviour(index, peer),
@@ -1196,6 +1204,27 @@ fn is_unreliable(record: &Record) -> bool {
     record.timed_out * 10 > record.verified + 10
 }
 
+/// How long one attempt may take on a provider: the task's deadline, or,
+/// when less, its whole fuel budget at BENCHMARK_SLACK times the provider's
+/// benchmarked slowness; plus a margin for fetching blobs.
+fn attempt_timeout(limits: &types::TaskLimits, fuel_per_sec: u64) -> Duration {
+    let deadline = Duration::from_millis(limits.deadline_ms);
+    let by_fuel = match limits.fuel {
+        Some(fuel) if fuel_per_sec > 0 => {
+            Duration::from_secs_f64(fuel as f64 / fuel_per_sec as f64 * BENCHMARK_SLACK)
+        }
+        _ => deadline,
+    };
+    deadline.min(by_fuel) + ATTEMPT_MARGIN
+}
+
+/// The wait before the next attempt of a task that failed `failed` times.
+fn backoff(failed: u32) -> Duration {
+    RETRY_BACKOFF
+        .saturating_mul(1 << failed.saturating_sub(1).min(16))
+        .min(RETRY_BACKOFF_MAX)
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1217,6 +1246,32 @@ fn link_outputs(blobs: &BlobStore, outputs: &[OutputFile], task_dir: &Path) -> R
         }
     }
     Ok(())
+}
+
+/// Counts a failed attempt: its reason is kept and the task backs off; past
+/// ATTEMPTS_MAX, returns the job's failure naming every attempt's reason.
+fn attempt_failed(job: &mut JobState, index: u64, peer: &PeerId, reason: &str) -> Option<String> {
+    let i = index as usize;
+    job.retries += 1;
+    job.failed[i] += 1;
+    let reasons = job.failure_reasons.entry(index).or_default();
+    if reasons.len() < ATTEMPTS_MAX as usize {
+        reasons.push(format!("{peer}: {reason}"));
+    }
+    if job.failed[i] >= ATTEMPTS_MAX {
+        let all: Vec<String> = reasons
+            .iter()
+            .enumerate()
+            .map(|(n, r)| format!("{}) {r}", n + 1))
+            .collect();
+        return Some(format!(
+            "task {index} failed {ATTEMPTS_MAX} attempts: {}",
+            all.join("; ")
+        ));
+    }
+    job.not_before
+        .insert(index, Instant::now() + backoff(job.failed[i]));
+    None
 }
 
 fn fail(job: &mut JobState, error: String) {
@@ -1313,28 +1368,30 @@ async fn run_remote(
     metrics: &Metrics,
     peer: PeerId,
     assignment: TaskAssignment,
+    timeout: Duration,
 ) -> TaskDone {
     let expected = assignment.clone();
     let retry = |reason: String| TaskDone::Retry {
         reason,
         timed_out: false,
     };
-    // A provider that takes a task and never answers costs at most its
-    // deadline plus a margin for fetching blobs, then the task goes elsewhere.
-    let deadline = Duration::from_millis(assignment.limits.deadline_ms) + ATTEMPT_MARGIN;
-    let response =
-        match tokio::time::timeout(deadline, net.send_task(peer, TaskRequest::Run(assignment)))
-            .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return retry(e.to_string()),
-            Err(_) => {
-                return TaskDone::Retry {
-                    reason: format!("no answer from {peer} within {} s", deadline.as_secs()),
-                    timed_out: true,
-                };
-            }
-        };
+    // A provider that takes a task and never answers costs at most one
+    // attempt timeout, then the task goes elsewhere.
+    let response = match tokio::time::timeout(
+        timeout,
+        net.send_task(peer, TaskRequest::Run(assignment)),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return retry(e.to_string()),
+        Err(_) => {
+            return TaskDone::Retry {
+                reason: format!("no answer from {peer} within {} s", timeout.as_secs()),
+                timed_out: true,
+            };
+        }
+    };
     let signed = match response {
         TaskResponse::Done(signed) => signed,
         TaskResponse::Refused { reason } => return retry(format!("refused: {reason}")),
@@ -1386,4 +1443,49 @@ async fn run_remote(
         stderr_tail: body.stderr_tail,
         signed: Some(signed),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_may_take_its_fuel_budget_at_the_benchmarked_speed_or_the_deadline() {
+        let limits = types::TaskLimits {
+            fuel: Some(10_000_000_000),
+            deadline_ms: 60_000,
+            ..types::TaskLimits::default()
+        };
+        // 10 Gfuel at 5 Gfuel/s is 2 s; 4× slack is 8 s.
+        assert_eq!(
+            attempt_timeout(&limits, 5_000_000_000),
+            Duration::from_secs(8) + ATTEMPT_MARGIN
+        );
+        // A slow provider is bounded by the task's deadline.
+        assert_eq!(
+            attempt_timeout(&limits, 1_000_000),
+            Duration::from_secs(60) + ATTEMPT_MARGIN
+        );
+        let unmetered = types::TaskLimits {
+            fuel: None,
+            ..limits
+        };
+        assert_eq!(
+            attempt_timeout(&unmetered, 5_000_000_000),
+            Duration::from_secs(60) + ATTEMPT_MARGIN
+        );
+        assert_eq!(
+            attempt_timeout(&limits, 0),
+            Duration::from_secs(60) + ATTEMPT_MARGIN,
+            "no benchmark"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        assert_eq!(backoff(1), RETRY_BACKOFF);
+        assert_eq!(backoff(2), RETRY_BACKOFF * 2);
+        assert_eq!(backoff(4), RETRY_BACKOFF * 8);
+        assert_eq!(backoff(40), RETRY_BACKOFF_MAX);
+    }
 }

@@ -364,7 +364,11 @@ fn a_job_across_three_providers_matches_the_local_run_even_when_one_is_killed() 
 #[test]
 fn a_throttled_provider_receives_clearly_fewer_tasks() {
     let env = Env::new();
+    // Dispatch alone: with verification on, replicas and spot checks would
+    // count toward each provider's accepted results too.
     let job = big_mandelbrot_job(&env);
+    let text = std::fs::read_to_string(&job).expect("job") + "[verification]\nmode = \"none\"\n";
+    let job = env.write("mandel-unverified.toml", &text);
     let requester = NodeProcess::requester(&env);
     let honest: Vec<NodeProcess> = (0..2)
         .map(|i| NodeProcess::provider(&env, &format!("honest{i}"), &requester, &[]))
@@ -377,13 +381,17 @@ fn a_throttled_provider_receives_clearly_fewer_tasks() {
     assert_eq!(status["state"], "completed", "{status}");
     let done = |peer: &str| tasks_done(&status, peer);
     let slow_tasks = done(&slow.peer_id);
-    for h in &honest {
-        let honest_tasks = done(&h.peer_id);
-        assert!(
-            slow_tasks * 3 < honest_tasks * 2,
-            "throttled {slow_tasks} against honest {honest_tasks}: {status}"
-        );
-    }
+    eprintln!(
+        "throttled 3×: {slow_tasks} tasks; honest: {:?}",
+        honest.iter().map(|h| done(&h.peer_id)).collect::<Vec<_>>()
+    );
+    // Against the honest providers' mean: how two equal providers split
+    // the work between them is the operating system's scheduling.
+    let honest_mean = honest.iter().map(|h| done(&h.peer_id)).sum::<u64>() as f64 / 2.0;
+    assert!(
+        (slow_tasks as f64) < honest_mean * 2.0 / 3.0,
+        "throttled {slow_tasks} against an honest mean of {honest_mean}: {status}"
+    );
 }
 
 /// Needs the test-only build: `cargo test --release -p cli --features adversary --test it bad_input`.

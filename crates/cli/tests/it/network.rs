@@ -217,7 +217,7 @@ fn a_busy_port_or_an_unreachable_bootstrap_is_a_one_line_error() {
 }
 
 /// 64 Mandelbrot tiles of a 4096² image: enough work to kill a provider mid-job.
-fn big_mandelbrot_job(env: &Env) -> String {
+pub(crate) fn big_mandelbrot_job(env: &Env) -> String {
     env.write(
         "mandel.toml",
         r#"
@@ -231,6 +231,14 @@ kind = "tiles-png"
 output = "mandel.png"
 "#,
     )
+}
+
+/// The same job with verification off (`mode = "none"`), for tests of
+/// dispatch alone.
+#[cfg(feature = "adversary")]
+pub(crate) fn unverified(env: &Env, job: &str) -> String {
+    let text = std::fs::read_to_string(job).expect("job") + "[verification]\nmode = \"none\"\n";
+    env.write("unverified.toml", &text)
 }
 
 pub(crate) fn submit_and_follow(
@@ -366,9 +374,7 @@ fn a_throttled_provider_receives_clearly_fewer_tasks() {
     let env = Env::new();
     // Dispatch alone: with verification on, replicas and spot checks would
     // count toward each provider's accepted results too.
-    let job = big_mandelbrot_job(&env);
-    let text = std::fs::read_to_string(&job).expect("job") + "[verification]\nmode = \"none\"\n";
-    let job = env.write("mandel-unverified.toml", &text);
+    let job = unverified(&env, &big_mandelbrot_job(&env));
     let requester = NodeProcess::requester(&env);
     let honest: Vec<NodeProcess> = (0..2)
         .map(|i| NodeProcess::provider(&env, &format!("honest{i}"), &requester, &[]))

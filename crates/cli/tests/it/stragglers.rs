@@ -5,32 +5,14 @@
 #![cfg(feature = "adversary")]
 
 use crate::Env;
-use crate::network::{NodeProcess, submit_and_follow, wait_until};
+use crate::network::{NodeProcess, big_mandelbrot_job, submit_and_follow, unverified, wait_until};
 use std::time::Duration;
-
-fn job(env: &Env) -> String {
-    env.write(
-        "mandel.toml",
-        r#"
-name = "mandel-stragglers"
-module = "builtin:mandelbrot"
-args = ["--size", "4096", "--per-side", "8", "--tile", "{tile}"]
-[tasks]
-tile = { start = 0, end = 64 }
-[assemble]
-kind = "tiles-png"
-output = "mandel.png"
-# Dispatch and speculation alone: replicas would add their own waits.
-[verification]
-mode = "none"
-"#,
-    )
-}
 
 #[test]
 fn a_provider_throttled_ten_times_costs_the_job_little_thanks_to_speculation() {
     let env = Env::new();
-    let job = job(&env);
+    // Dispatch and speculation alone: replicas would add their own waits.
+    let job = unverified(&env, &big_mandelbrot_job(&env));
     let requester = NodeProcess::requester(&env);
     let _fast: Vec<NodeProcess> = (0..2)
         .map(|i| NodeProcess::provider(&env, &format!("fast{i}"), &requester, &[]))

@@ -96,6 +96,15 @@ fn agent() -> ureq::Agent {
 
 /// (status, body as text) of a request.
 fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+    try_call(method, url, body, token).expect("the API answers")
+}
+
+fn try_call(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Result<(u16, String), ureq::Error> {
     let agent = agent();
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut response = match (method, body) {
@@ -113,8 +122,7 @@ fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u1
             }
             r.send(body.unwrap_or(""))
         }
-    }
-    .expect("the API answers");
+    }?;
     let status = response.status().as_u16();
     let text = response
         .body_mut()
@@ -122,7 +130,7 @@ fn call(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u1
         .limit(64 << 20)
         .read_to_string()
         .unwrap_or_default();
-    (status, text)
+    Ok((status, text))
 }
 
 fn json(text: &str) -> Value {
@@ -210,9 +218,20 @@ fn every_route_answers_and_bad_requests_get_a_json_4xx() {
         None,
     );
     assert_json_error(s, &t, 422, "job_toml");
+    // The server answers 413 and closes before reading the whole body, so a
+    // client still writing may see its pipe broken instead of the answer
+    // (a race in the transport, not the API): a few tries, and every answer
+    // that arrives must be the JSON 413.
     let oversized = format!("{{\"job_file\": \"{}\"}}", "x".repeat(3 << 20));
-    let (s, t) = call("POST", &url("/api/jobs"), Some(&oversized), None);
-    assert_json_error(s, &t, 413, "REQUEST_BODY_BYTES_MAX");
+    let mut answered = 0;
+    for _ in 0..10 {
+        if let Ok((s, t)) = try_call("POST", &url("/api/jobs"), Some(&oversized), None) {
+            assert_json_error(s, &t, 413, "REQUEST_BODY_BYTES_MAX");
+            answered += 1;
+        }
+    }
+    eprintln!("oversized: {answered} of 10 answered");
+    assert!(answered > 0, "no answer to an oversized body in 10 tries");
     let bad_toml =
         serde_json::json!({"job_file": "bad.toml", "job_toml": "name = 3", "base_dir": "/"});
     let (s, t) = call("POST", &url("/api/jobs"), Some(&bad_toml.to_string()), None);

@@ -1314,18 +1314,7 @@ fn verification_of(j: &JobState) -> VerificationStatus {
         enabled: true,
         floor: v.floor,
         replicas: v.replicas,
-        summary: Summary {
-            excluded: s.excluded.iter().map(|p| p.to_string()).collect(),
-            by_replicas: s.by_replicas,
-            by_spot_check: s.by_spot_check,
-            by_ground_truth: s.by_ground_truth,
-            on_reputation: s.on_reputation,
-            disagreements: s.disagreements,
-            reverified: s.reverified,
-            executions: s.executions,
-            ground_truth_runs: s.ground_truth_runs,
-            replicated_tasks: s.replicated_tasks,
-        },
+        summary: s.map_providers(|p| p.to_string()),
         bound: Some(bound),
     }
 }

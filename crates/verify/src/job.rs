@@ -124,6 +124,24 @@ pub struct Summary<P> {
     pub excluded: Vec<P>,
 }
 
+impl<P> Summary<P> {
+    /// The same summary naming providers another way (peer ids as text, say).
+    pub fn map_providers<Q>(self, f: impl FnMut(P) -> Q) -> Summary<Q> {
+        Summary {
+            by_replicas: self.by_replicas,
+            by_spot_check: self.by_spot_check,
+            by_ground_truth: self.by_ground_truth,
+            on_reputation: self.on_reputation,
+            disagreements: self.disagreements,
+            reverified: self.reverified,
+            executions: self.executions,
+            ground_truth_runs: self.ground_truth_runs,
+            replicated_tasks: self.replicated_tasks,
+            excluded: self.excluded.into_iter().map(f).collect(),
+        }
+    }
+}
+
 impl<P> Default for Summary<P> {
     fn default() -> Self {
         Summary {

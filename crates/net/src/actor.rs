@@ -25,6 +25,15 @@ const TASK_REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
 const BLOB_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// A peer is pinged this often; one that does not answer within
+/// PING_TIMEOUT is taken for gone (cut off, asleep, crashed without a
+/// reset): its connection is closed so its tasks go elsewhere at once
+/// rather than at their attempt timeout.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often a bootstrap peer the node has lost (it restarted, or the
+/// network between was cut and healed) is dialled again; one dial at a time.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 const TASK_PROTOCOL: &str = "/plexus/task/1";
 const BLOB_PROTOCOL: &str = "/plexus/blob/1";
 
@@ -221,7 +230,9 @@ pub async fn spawn(
                     key.public(),
                 )),
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                    ping::Config::new()
+                        .with_interval(PING_INTERVAL)
+                        .with_timeout(PING_TIMEOUT),
                 ),
                 mdns: mdns.into(),
                 gossipsub,
@@ -308,11 +319,17 @@ pub async fn spawn(
     // Dial the bootstrap peers and wait for each to connect or fail: a
     // network joined through nothing but unreachable addresses is an error.
     let mut dials = HashMap::new();
+    let mut bootstrap = Vec::new();
     for addr in &config.bootstrap {
         let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
             .address(addr.clone())
             .build();
         dials.insert(opts.connection_id(), addr.clone());
+        bootstrap.push(BootstrapPeer {
+            addr: addr.clone(),
+            peer: None,
+            dialing: None,
+        });
         swarm.dial(opts).map_err(|e| NetError::Bootstrap {
             addr: addr.to_string(),
             message: e.to_string(),
@@ -332,7 +349,11 @@ pub async fn spawn(
                 connection_id,
                 ..
             } => {
-                dials.remove(&connection_id);
+                if let Some(addr) = dials.remove(&connection_id)
+                    && let Some(b) = bootstrap.iter_mut().find(|b| b.addr == addr)
+                {
+                    b.peer = Some(peer_id);
+                }
                 if !joined.contains(&peer_id) {
                     joined.push(peer_id);
                 }
@@ -374,6 +395,7 @@ pub async fn spawn(
         task_channels: HashMap::new(),
         blob_channels: HashMap::new(),
         next_inbound: 0,
+        bootstrap,
     };
     tokio::spawn(actor.run(joined));
     Ok((
@@ -426,6 +448,14 @@ struct Actor {
     task_channels: HashMap<InboundId, ResponseChannel<TaskResponse>>,
     blob_channels: HashMap<InboundId, ResponseChannel<BlobResponse>>,
     next_inbound: InboundId,
+    bootstrap: Vec<BootstrapPeer>,
+}
+
+/// A bootstrap address, the peer found there, and the dial out to it.
+struct BootstrapPeer {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    dialing: Option<libp2p::swarm::ConnectionId>,
 }
 
 impl Actor {
@@ -433,13 +463,33 @@ impl Actor {
         for peer in already_connected {
             self.emit(Event::Connected(peer)).await;
         }
+        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                _ = redial.tick() => self.redial_bootstrap(),
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => return, // every handle dropped: the node is shutting down
                 },
+            }
+        }
+    }
+
+    /// Dials every bootstrap peer the node is not connected to, so a node
+    /// finds its network again after a restart on either side or a partition.
+    fn redial_bootstrap(&mut self) {
+        for b in &mut self.bootstrap {
+            if b.dialing.is_some() || b.peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+                continue;
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+                .address(b.addr.clone())
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => b.dialing = Some(id),
+                Err(e) => tracing::debug!(target: "plexus::net", "redial {}: {e}", b.addr),
             }
         }
     }
@@ -513,8 +563,17 @@ impl Actor {
                 peer_id,
                 num_established,
                 endpoint,
+                connection_id,
                 ..
             } => {
+                if let Some(b) = self
+                    .bootstrap
+                    .iter_mut()
+                    .find(|b| b.dialing == Some(connection_id))
+                {
+                    b.dialing = None;
+                    b.peer = Some(peer_id);
+                }
                 let address = endpoint.get_remote_address().clone();
                 if num_established.get() == 1 {
                     self.emit(Event::Connected(peer_id)).await;
@@ -524,6 +583,15 @@ impl Actor {
                     address,
                 })
                 .await;
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
+                if let Some(b) = self
+                    .bootstrap
+                    .iter_mut()
+                    .find(|b| b.dialing == Some(connection_id))
+                {
+                    b.dialing = None;
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -557,6 +625,14 @@ impl Actor {
                 result: Ok(rtt),
                 ..
             })) => self.emit(Event::RoundTrip { peer, rtt }).await,
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Err(ping::Failure::Timeout),
+                ..
+            })) => {
+                tracing::info!(target: "plexus::net", %peer, "no answer to a ping within {PING_TIMEOUT:?}: disconnecting");
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,
                 ..

@@ -3,8 +3,8 @@
 //! out what they decide. One task owns that state; the API reaches it
 //! through a [`NodeHandle`] over a bounded channel.
 //!
-//! Job state is in memory for now (jobs, reputation and evidence are in
-//! SQLite); durable tasks are the next step.
+//! Jobs, attempts and accepted results are in SQLite, written before they
+//! count: a node killed at any moment takes its jobs up again on restart.
 
 mod blobs;
 mod metrics;
@@ -163,7 +163,8 @@ impl NodeHandle {
 /// Things that finished off the node task and come back to it.
 pub(crate) enum Internal {
     Requester(requester::Completion),
-    ProviderDone,
+    /// A provider slot is free again; what it ran, if it answered with a result.
+    ProviderDone(Option<store::Run>),
 }
 
 /// Writes a secret readable by its owner only, whole or not at all
@@ -458,9 +459,9 @@ impl Node {
     fn on_internal(&mut self, done: Internal) {
         match done {
             Internal::Requester(c) => self.requester.on_completion(c),
-            Internal::ProviderDone => {
+            Internal::ProviderDone(run) => {
                 if let Some(p) = &mut self.provider {
-                    p.on_done();
+                    p.on_done(run);
                 }
             }
         }

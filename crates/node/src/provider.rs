@@ -129,6 +129,8 @@ pub struct ProviderStatus {
 
 pub(crate) struct Provider {
     config: ProviderConfig,
+    /// What it ran and is owed, kept across restarts.
+    db: store::Db,
     keypair: Keypair,
     blobs: Arc<BlobStore>,
     sandbox: Arc<Sandbox>,
@@ -171,7 +173,11 @@ impl Provider {
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| NodeError::Job(format!("create {}: {e}", work_dir.display())))?;
         let fuel_per_sec = benchmark(&sandbox, &work_dir)?;
+        // Its own connection: the provider's books are apart from the requester's.
+        let db = store::Db::open(&data_dir.join("plexus.db"))?;
+        let totals = db.run_totals()?;
         Ok(Provider {
+            db,
             slots: Arc::new(Semaphore::new(config.slots as usize)),
             config,
             keypair,
@@ -181,8 +187,8 @@ impl Provider {
             accepted: 0,
             work_dir,
             fuel_per_sec,
-            fuel_used: Arc::new(AtomicU64::new(0)),
-            tasks_run: 0,
+            fuel_used: Arc::new(AtomicU64::new(totals.fuel)),
+            tasks_run: totals.tasks,
             next_offer: Instant::now(),
             metrics,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
@@ -238,9 +244,16 @@ impl Provider {
         let _ = net.publish_offer(offer).await;
     }
 
-    pub fn on_done(&mut self) {
+    /// A slot is free again; `run` is what it ran, when it answered with a result.
+    pub fn on_done(&mut self, run: Option<store::Run>) {
         self.accepted = self.accepted.saturating_sub(1);
+        let Some(run) = run else {
+            return;
+        };
         self.tasks_run += 1;
+        if let Err(e) = self.db.insert_run(&run) {
+            tracing::error!(target: "plexus::provider", job = %run.job, task = run.task, "cannot record a run: {e}");
+        }
     }
 
     pub fn on_task_request(
@@ -293,12 +306,28 @@ impl Provider {
         };
         let internal = internal.clone();
         tokio::spawn(async move {
-            let response = job.run().await.unwrap_or_else(|reason| {
-                tracing::warn!(target: "plexus::provider", "task failed: {reason}");
-                TaskResponse::Failed { reason }
-            });
+            let (response, run) = match job.run().await {
+                Ok((response, fuel, outcome)) => {
+                    let run = store::Run {
+                        requester: job.from.to_string(),
+                        job: job.task.job_id.clone(),
+                        task: job.task.task_index,
+                        attempt: job.task.attempt,
+                        fuel,
+                        outcome,
+                        finished_at_ms: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    };
+                    (response, Some(run))
+                }
+                Err(reason) => {
+                    tracing::warn!(target: "plexus::provider", "task failed: {reason}");
+                    (TaskResponse::Failed { reason }, None)
+                }
+            };
             let _ = job.net.respond_task(id, response).await;
-            let _ = internal.send(Internal::ProviderDone).await;
+            let _ = internal.send(Internal::ProviderDone(run)).await;
         });
     }
 }
@@ -331,7 +360,8 @@ pub(crate) struct CheatState {
 }
 
 impl RunJob {
-    async fn run(&self) -> Result<TaskResponse, String> {
+    /// Runs the task; the response with the fuel it used and how it ended.
+    async fn run(&self) -> Result<(TaskResponse, u64, String), String> {
         let t = &self.task;
         blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, t.module)
             .await
@@ -360,8 +390,8 @@ impl RunJob {
             let extra = body.run_ms.max(1) * (self.throttle as u64 - 1);
             tokio::time::sleep(Duration::from_millis(extra)).await;
         }
-        self.fuel_used
-            .fetch_add(body.fuel_used.unwrap_or(0), Ordering::Relaxed);
+        let (fuel, outcome) = (body.fuel_used.unwrap_or(0), body.outcome.to_string());
+        self.fuel_used.fetch_add(fuel, Ordering::Relaxed);
         self.metrics.fuel_run.inc_by(body.fuel_used.unwrap_or(0));
         #[cfg(feature = "adversary")]
         let body = self.misbehave_on(body)?;
@@ -381,7 +411,7 @@ impl RunJob {
         {
             *byte ^= 0xff;
         }
-        Ok(TaskResponse::Done(signed))
+        Ok((TaskResponse::Done(signed), fuel, outcome))
     }
 }
 

@@ -240,6 +240,89 @@ struct JobState {
     dir: PathBuf,
 }
 
+impl JobState {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: String,
+        job: Job,
+        module: BlobHash,
+        program: String,
+        inputs: Vec<(String, BlobHash)>,
+        verifier: Option<JobVerifier<PeerId>>,
+        dir: PathBuf,
+        started: Instant,
+    ) -> JobState {
+        let n = job.task_count() as usize;
+        let now = Instant::now();
+        JobState {
+            id,
+            job: Arc::new(job),
+            module,
+            program,
+            inputs,
+            settled: vec![false; n],
+            task_fuel: vec![0; n],
+            attempts: vec![0; n],
+            failed: vec![0; n],
+            failure_reasons: HashMap::new(),
+            not_before: HashMap::new(),
+            running: HashMap::new(),
+            pending: (0..n as u64).map(|i| (i, now)).collect(),
+            reported: HashMap::new(),
+            speculated: HashSet::new(),
+            durations: VecDeque::new(),
+            local: HashMap::new(),
+            verifier,
+            done: 0,
+            retries: 0,
+            fuel: 0,
+            shares: BTreeMap::new(),
+            excluded: HashSet::new(),
+            failures: HashMap::new(),
+            state: State::Running,
+            recorded: false,
+            result: None,
+            checksum: None,
+            error: None,
+            started,
+            finished: None,
+            dir,
+        }
+    }
+
+    fn share(&mut self, peer: PeerId) -> &mut ProviderShare {
+        self.shares.entry(peer).or_insert_with(|| ProviderShare {
+            peer_id: peer.to_string(),
+            tasks_done: 0,
+            in_flight: 0,
+            fuel: 0,
+            busy_ms: 0,
+        })
+    }
+}
+
+/// The job's verifier, when it asks for verification. Spot checks are
+/// drawn from the OS's randomness: no provider can predict which of its
+/// results are checked.
+fn verifier_for(job: &Job) -> Result<Option<JobVerifier<PeerId>>, String> {
+    if !job.verification.enabled {
+        return Ok(None);
+    }
+    let policy = Policy {
+        floor: job.verification.floor,
+        replicas: job.verification.replicas,
+        ..Policy::default()
+    };
+    policy.validate().map_err(|e| e.to_string())?;
+    let draw_seed = {
+        use rand::TryRngCore;
+        rand::rngs::OsRng
+            .try_next_u64()
+            .map_err(|e| format!("no randomness from the OS: {e}"))?
+    };
+    Ok(Some(JobVerifier::new(job.task_count(), policy, draw_seed)))
+}
+
 /// A provider with a live offer, as dispatch sees it.
 pub(crate) struct Candidate {
     pub peer: PeerId,
@@ -289,7 +372,7 @@ impl Requester {
                 );
             }
         }
-        Ok(Requester {
+        let mut requester = Requester {
             data_dir,
             db,
             blobs,
@@ -301,7 +384,145 @@ impl Requester {
             networks: HashMap::new(),
             local_sandboxes: [None, None],
             metrics,
-        })
+        };
+        requester.resume()?;
+        Ok(requester)
+    }
+
+    /// Takes up every job that was running when the node stopped: settled
+    /// tasks keep their accepted results (never run again), executions that
+    /// were out are dispatched anew, under fresh attempt numbers.
+    fn resume(&mut self) -> Result<(), NodeError> {
+        for record in self.db.recent_jobs(JOBS_MAX as u64)? {
+            let id = record.id.clone();
+            if record.end.is_some() {
+                // Finished jobs are listed again, as they ended.
+                if let Err(e) = self.resume_job(record) {
+                    tracing::debug!(target: "plexus::job", job = %id, "a finished job is not listed: {e}");
+                }
+                continue;
+            }
+            match self.resume_job(record) {
+                Ok(j) => {
+                    let job = &self.jobs[j];
+                    tracing::info!(target: "plexus::job", job = %id, settled = job.done, tasks = job.settled.len(), "job resumed after a restart");
+                    if job.done == job.settled.len() as u64
+                        && job.verifier.as_ref().is_none_or(|v| v.is_complete())
+                    {
+                        self.assemble(j);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "plexus::job", job = %id, "cannot resume the job: {e}");
+                    self.db.end_job(
+                        &id,
+                        &store::JobEnd {
+                            state: "failed".into(),
+                            error: Some(format!("cannot resume: {e}")),
+                            result: None,
+                            checksum: None,
+                            finished_at_ms: now_ms(),
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resume_job(&mut self, r: store::JobRecord) -> Result<usize, String> {
+        let job = Job::parse(&r.name, &r.job_toml).map_err(|e| e.to_string())?;
+        if job.task_count() != r.tasks {
+            return Err(format!(
+                "the job file now expands to {} tasks, not {}",
+                job.task_count(),
+                r.tasks
+            ));
+        }
+        for hash in std::iter::once(&r.module).chain(r.inputs.iter().map(|(_, h)| h)) {
+            if r.end.is_none() && !self.blobs.contains(hash) {
+                return Err(format!("blob {hash} is gone from the store"));
+            }
+        }
+        let mut verifier = verifier_for(&job)?;
+        let elapsed = Duration::from_millis(now_ms().saturating_sub(r.submitted_at_ms));
+        let started = Instant::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(Instant::now);
+        let dir = self.data_dir.join("jobs").join(&r.id);
+        let mut state = JobState::new(
+            r.id.clone(),
+            job,
+            r.module,
+            r.program,
+            r.inputs,
+            None,
+            dir,
+            started,
+        );
+        if let Some(end) = &r.end {
+            state.state = match end.state.as_str() {
+                "completed" => State::Completed,
+                "cancelled" => State::Cancelled,
+                _ => State::Failed,
+            };
+            state.error = end.error.clone();
+            state.result = end.result.as_ref().map(PathBuf::from);
+            state.checksum = end.checksum;
+            state.recorded = true;
+            state.pending.clear();
+            let ran_for =
+                Duration::from_millis(end.finished_at_ms.saturating_sub(r.submitted_at_ms));
+            state.finished = Some(state.started + ran_for);
+        }
+        let abandoned = self
+            .db
+            .abandon_open_attempts(&r.id, "the requester restarted")
+            .map_err(|e| e.to_string())?;
+        for (task, attempt) in self.db.last_attempts(&r.id).map_err(|e| e.to_string())? {
+            if let Some(a) = state.attempts.get_mut(task as usize) {
+                *a = attempt;
+            }
+        }
+        state.retries = abandoned;
+        for t in self.db.settled_tasks(&r.id).map_err(|e| e.to_string())? {
+            let i = t.task as usize;
+            if i >= state.settled.len() || state.settled[i] {
+                continue;
+            }
+            let task_dir = state.dir.join("tasks").join(t.task.to_string());
+            // An output lost from the store (a disk cleaned by hand) means
+            // the task is simply run again.
+            if state.state == State::Running
+                && link_outputs(&self.blobs, &t.outputs, &task_dir).is_err()
+            {
+                let _ = self.db.reopen_task(&r.id, t.task);
+                continue;
+            }
+            let payees: Vec<(PeerId, u64)> = t
+                .payees
+                .iter()
+                .filter_map(|(p, fuel)| Some((p.parse::<PeerId>().ok()?, *fuel)))
+                .collect();
+            if let Some(v) = &mut verifier {
+                let method = verify::Method::from_name(&t.method).unwrap_or(Method::Reputation);
+                v.restore_accepted(t.task, method, payees.iter().map(|(p, _)| *p).collect());
+            }
+            for (peer, fuel) in payees {
+                let share = state.share(peer);
+                share.tasks_done += 1;
+                share.fuel += fuel;
+            }
+            state.settled[i] = true;
+            state.task_fuel[i] = t.fuel;
+            state.fuel += t.fuel;
+            state.done += 1;
+        }
+        let settled = &state.settled;
+        state.pending.retain(|(t, _)| !settled[*t as usize]);
+        state.verifier = verifier;
+        self.jobs.push(state);
+        Ok(self.jobs.len() - 1)
     }
 
     pub fn submit(&mut self, s: JobSubmission) -> Result<String, NodeError> {
@@ -347,73 +568,39 @@ impl Requester {
         );
         let id = BlobHash::of(seed.as_bytes()).to_hex()[..16].to_owned();
         let n = job.task_count();
-        let now = Instant::now();
         let dir = self.data_dir.join("jobs").join(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| NodeError::Job(format!("create {}: {e}", dir.display())))?;
-        let verifier = if job.verification.enabled {
-            let policy = Policy {
-                floor: job.verification.floor,
-                replicas: job.verification.replicas,
-                ..Policy::default()
-            };
-            policy
-                .validate()
-                .map_err(|e| NodeError::Job(format!("{}: {e}", s.job_file)))?;
-            // Spot checks are drawn from the OS's randomness: no provider
-            // can predict which of its results are checked.
-            let draw_seed = {
-                use rand::TryRngCore;
-                rand::rngs::OsRng
-                    .try_next_u64()
-                    .map_err(|e| NodeError::Job(format!("no randomness from the OS: {e}")))?
-            };
-            Some(JobVerifier::new(n, policy, draw_seed))
-        } else {
-            None
-        };
+        let verifier =
+            verifier_for(&job).map_err(|e| NodeError::Job(format!("{}: {e}", s.job_file)))?;
         // Written before the submission is acknowledged.
-        self.db
-            .insert_job(&id, &job.name, &s.job_toml, &s.base_dir, n, now_ms())?;
+        self.db.insert_job(&store::JobRecord {
+            id: id.clone(),
+            name: job.name.clone(),
+            job_toml: s.job_toml.clone(),
+            base_dir: s.base_dir.clone(),
+            tasks: n,
+            module,
+            program: program.clone(),
+            inputs: inputs.clone(),
+            submitted_at_ms: now_ms(),
+            end: None,
+        })?;
         tracing::info!(target: "plexus::job", job = %id, name = %job.name, tasks = n, "job submitted");
         self.metrics
             .tasks
             .get_or_create(&crate::metrics::StateLabel { state: "submitted" })
             .inc_by(n);
-        self.jobs.push(JobState {
-            id: id.clone(),
-            job: Arc::new(job),
+        self.jobs.push(JobState::new(
+            id.clone(),
+            job,
             module,
             program,
             inputs,
-            settled: vec![false; n as usize],
-            task_fuel: vec![0; n as usize],
-            attempts: vec![0; n as usize],
-            failed: vec![0; n as usize],
-            failure_reasons: HashMap::new(),
-            not_before: HashMap::new(),
-            running: HashMap::new(),
-            pending: (0..n).map(|i| (i, now)).collect(),
-            reported: HashMap::new(),
-            speculated: HashSet::new(),
-            durations: VecDeque::new(),
-            local: HashMap::new(),
             verifier,
-            done: 0,
-            retries: 0,
-            fuel: 0,
-            shares: BTreeMap::new(),
-            excluded: HashSet::new(),
-            failures: HashMap::new(),
-            state: State::Running,
-            recorded: false,
-            result: None,
-            checksum: None,
-            error: None,
-            started: Instant::now(),
-            finished: None,
             dir,
-        });
+            Instant::now(),
+        ));
         Ok(id)
     }
 
@@ -450,7 +637,7 @@ impl Requester {
             .tasks
             .get_or_create(&crate::metrics::StateLabel { state: "cancelled" })
             .inc_by(job.settled.len() as u64 - job.done);
-        self.db.set_job_state(id, "cancelled", None)?;
+        self.db.end_job(id, &end_of(job))?;
         job.recorded = true;
         tracing::info!(target: "plexus::job", job = %id, "job cancelled");
         Ok(status_of(job))
@@ -735,16 +922,14 @@ impl Requester {
         let attempt = job.attempts[index as usize];
         job.running.insert((index, attempt), (peer, Instant::now()));
         self.metrics.task("dispatched");
-        job.shares
-            .entry(peer)
-            .or_insert_with(|| ProviderShare {
-                peer_id: peer.to_string(),
-                tasks_done: 0,
-                in_flight: 0,
-                fuel: 0,
-                busy_ms: 0,
-            })
-            .in_flight += 1;
+        job.share(peer).in_flight += 1;
+        // Attempt numbers survive a restart, so none is ever reused.
+        if let Err(e) = self
+            .db
+            .insert_attempt(&job.id, index, attempt, &peer.to_string(), now_ms())
+        {
+            tracing::error!(target: "plexus::job", job = %job.id, task = index, "cannot record an attempt: {e}");
+        }
         let assignment = Self::assignment(job, index, attempt);
         let timeout = attempt_timeout(&assignment.limits, c.offer.fuel_per_sec);
         let actions = match &mut job.verifier {
@@ -841,12 +1026,7 @@ impl Requester {
         }
         let job = &mut self.jobs[j];
         if matches!(job.state, State::Completed | State::Failed) && !job.recorded {
-            let state = if job.state == State::Completed {
-                "completed"
-            } else {
-                "failed"
-            };
-            match self.db.set_job_state(&id, state, job.error.as_deref()) {
+            match self.db.end_job(&id, &end_of(job)) {
                 Ok(()) => job.recorded = true,
                 Err(e) => {
                     tracing::error!(target: "plexus::job", job = %id, "cannot record the job's end: {e}")
@@ -865,6 +1045,14 @@ impl Requester {
             return;
         }
         job.running.remove(&(index, attempt));
+        let ended = match &done {
+            TaskDone::Ok(_) => "result".to_owned(),
+            TaskDone::Retry { reason, .. } => format!("no result: {reason}"),
+            TaskDone::Rejected(reason) => format!("rejected: {reason}"),
+        };
+        if let Err(e) = self.db.end_attempt(&job.id, index, attempt, &ended) {
+            tracing::error!(target: "plexus::job", job = %job.id, task = index, "cannot record an attempt's end: {e}");
+        }
         self.metrics
             .task_latency
             .observe(sent_at.elapsed().as_secs_f64());
@@ -887,7 +1075,7 @@ impl Requester {
                 }
                 let Some(v) = &mut job.verifier else {
                     let fuel = reported.fuel;
-                    return self.settle(j, index, *reported, vec![(peer, fuel)]);
+                    return self.settle(j, index, *reported, vec![(peer, fuel)], "Unverified");
                 };
                 let actions = v.on_result(index, peer, reported.claim.clone());
                 job.reported.insert((index, peer), *reported);
@@ -1004,12 +1192,15 @@ impl Requester {
                             paid.push((key.1, r.fuel));
                         }
                     }
-                    self.settle(j, task, chosen, paid);
+                    self.settle(j, task, chosen, paid, &format!("{method:?}"));
                 }
                 Action::Reopen { task } => {
                     self.metrics.verified("reopened");
                     let job = &mut self.jobs[j];
                     let i = task as usize;
+                    if let Err(e) = self.db.reopen_task(&job.id, task) {
+                        tracing::error!(target: "plexus::job", job = %job.id, task, "cannot record the reopening: {e}");
+                    }
                     if job.settled[i] {
                         job.settled[i] = false;
                         job.done -= 1;
@@ -1059,7 +1250,14 @@ impl Requester {
 
     /// Makes `chosen` the task's result: its outputs go to the task's
     /// directory; a failed run fails the job.
-    fn settle(&mut self, j: usize, index: u64, chosen: Reported, paid: Vec<(PeerId, u64)>) {
+    fn settle(
+        &mut self,
+        j: usize,
+        index: u64,
+        chosen: Reported,
+        paid: Vec<(PeerId, u64)>,
+        method: &str,
+    ) {
         let job = &mut self.jobs[j];
         let i = index as usize;
         if job.settled[i] {
@@ -1072,6 +1270,17 @@ impl Requester {
         }
         let task_dir = job.dir.join("tasks").join(index.to_string());
         if let Err(e) = link_outputs(&self.blobs, &chosen.outputs, &task_dir) {
+            return fail(job, format!("task {index}: {e}"));
+        }
+        // Durable before it counts: a restart never runs a settled task again.
+        let record = store::SettledTask {
+            task: index,
+            fuel: chosen.fuel,
+            outputs: chosen.outputs.clone(),
+            method: method.to_owned(),
+            payees: paid.iter().map(|(p, f)| (p.to_string(), *f)).collect(),
+        };
+        if let Err(e) = self.db.settle_task(&job.id, &record) {
             return fail(job, format!("task {index}: {e}"));
         }
         for (peer, fuel) in paid {
@@ -1088,9 +1297,14 @@ impl Requester {
         job.done += 1;
         let complete = job.done == job.settled.len() as u64
             && job.verifier.as_ref().is_none_or(|v| v.is_complete());
-        if !complete {
-            return;
+        if complete {
+            self.assemble(j);
         }
+    }
+
+    /// Every task is settled: the outputs are put together off the node's task.
+    fn assemble(&mut self, j: usize) {
+        let job = &mut self.jobs[j];
         job.state = State::Assembling;
         let (spec, dir, internal, job_id) = (
             job.job.clone(),
@@ -1272,6 +1486,17 @@ fn attempt_failed(job: &mut JobState, index: u64, peer: &PeerId, reason: &str) -
     job.not_before
         .insert(index, Instant::now() + backoff(job.failed[i]));
     None
+}
+
+/// A finished job's end, as the database keeps it.
+fn end_of(job: &JobState) -> store::JobEnd {
+    store::JobEnd {
+        state: status_of(job).state,
+        error: job.error.clone(),
+        result: job.result.as_ref().map(|p| p.display().to_string()),
+        checksum: job.checksum,
+        finished_at_ms: now_ms(),
+    }
 }
 
 fn fail(job: &mut JobState, error: String) {

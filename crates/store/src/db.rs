@@ -1,14 +1,80 @@
-//! The node's SQLite database (WAL mode, `synchronous=FULL`): the jobs
-//! submitted and how they ended, each provider's verification record, and
-//! the evidence against providers caught cheating. Durable task state and
-//! resumption after a crash build on it next.
+//! The node's SQLite database (WAL mode): the jobs submitted and how they
+//! ended, each task's attempts and accepted result (so a requester killed
+//! at any moment resumes its jobs without re-running a verified task), what
+//! the provider side ran, each provider's verification record, and the
+//! evidence against providers caught cheating.
+//!
+//! `synchronous=NORMAL`: in WAL mode a committed transaction survives the
+//! process being killed (kill -9); only a power loss may take the last
+//! ones back, and those tasks are then simply run again. The ledger, which
+//! holds money, will use `FULL`.
 
 use crate::StoreError;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
+use types::{BlobHash, OutputFile};
 
 pub struct Db {
     conn: Connection,
+}
+
+/// A job as submitted: enough to take it up again after a restart without
+/// the job file or its inputs (the module and inputs are blobs by hash).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub job_toml: String,
+    pub base_dir: String,
+    pub tasks: u64,
+    pub module: BlobHash,
+    pub program: String,
+    pub inputs: Vec<(String, BlobHash)>,
+    pub submitted_at_ms: u64,
+    /// How it ended; `None` while it runs.
+    pub end: Option<JobEnd>,
+}
+
+/// A job's end as recorded: completed, failed or cancelled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobEnd {
+    pub state: String,
+    pub error: Option<String>,
+    /// The assembled result's path, and its checksum where the job has one.
+    pub result: Option<String>,
+    pub checksum: Option<u64>,
+    pub finished_at_ms: u64,
+}
+
+/// A task's accepted result, as the job keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettledTask {
+    pub task: u64,
+    pub fuel: u64,
+    pub outputs: Vec<OutputFile>,
+    /// How it was verified (the verifier's method, or "Unverified").
+    pub method: String,
+    /// Each provider paid for it (every one whose result agreed) and its fuel.
+    pub payees: Vec<(String, u64)>,
+}
+
+/// A task the provider side ran for a requester and answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub requester: String,
+    pub job: String,
+    pub task: u64,
+    pub attempt: u32,
+    pub fuel: u64,
+    pub outcome: String,
+    pub finished_at_ms: u64,
+}
+
+/// What a provider ran and was not yet paid for, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub tasks: u64,
+    pub fuel: u64,
 }
 
 /// A provider's verification record (the `verify` crate's `Record`, stored).
@@ -18,6 +84,12 @@ pub struct Reputation {
     pub disagreed: u64,
     pub timed_out: u64,
     pub streak: u64,
+}
+
+fn json(context: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::Corrupt {
+        what: format!("{context}: {e}"),
+    }
 }
 
 fn sql(context: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -32,8 +104,18 @@ impl Db {
         let conn = Connection::open(path).map_err(sql("open the database"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql("enable WAL"))?;
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql("set synchronous"))?;
+        Self::create(conn)
+    }
+
+    /// A database that lives in memory only: for measuring what durability
+    /// costs, never for a node.
+    pub fn open_in_memory() -> Result<Db, StoreError> {
+        Self::create(Connection::open_in_memory().map_err(sql("open the database"))?)
+    }
+
+    fn create(conn: Connection) -> Result<Db, StoreError> {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY,
@@ -43,7 +125,40 @@ impl Db {
                 tasks INTEGER NOT NULL,
                 state TEXT NOT NULL,
                 error TEXT,
-                submitted_at_ms INTEGER NOT NULL
+                submitted_at_ms INTEGER NOT NULL,
+                module TEXT NOT NULL,
+                program TEXT NOT NULL,
+                inputs TEXT NOT NULL,
+                result TEXT,
+                checksum INTEGER,
+                finished_at_ms INTEGER
+            );
+            CREATE TABLE IF NOT EXISTS attempts (
+                job TEXT NOT NULL,
+                task INTEGER NOT NULL,
+                attempt INTEGER NOT NULL,
+                peer TEXT NOT NULL,
+                sent_at_ms INTEGER NOT NULL,
+                ended TEXT,
+                PRIMARY KEY (job, task, attempt)
+            );
+            CREATE TABLE IF NOT EXISTS results (
+                job TEXT NOT NULL,
+                task INTEGER NOT NULL,
+                fuel INTEGER NOT NULL,
+                outputs TEXT NOT NULL,
+                method TEXT NOT NULL,
+                payees TEXT NOT NULL,
+                PRIMARY KEY (job, task)
+            );
+            CREATE TABLE IF NOT EXISTS runs (
+                requester TEXT NOT NULL,
+                job TEXT NOT NULL,
+                task INTEGER NOT NULL,
+                attempt INTEGER NOT NULL,
+                fuel INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                finished_at_ms INTEGER NOT NULL
             );
             CREATE TABLE IF NOT EXISTS reputation (
                 peer TEXT PRIMARY KEY,
@@ -62,38 +177,318 @@ impl Db {
             );",
         )
         .map_err(sql("create tables"))?;
+        // A database from before durable tasks lacks the job's plan; its
+        // jobs cannot be resumed and are marked so.
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('jobs')")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(sql("read the schema"))?;
+        if !columns.iter().any(|c| c == "module") {
+            conn.execute_batch(
+                "ALTER TABLE jobs ADD COLUMN module TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE jobs ADD COLUMN program TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE jobs ADD COLUMN inputs TEXT NOT NULL DEFAULT '[]';
+                 ALTER TABLE jobs ADD COLUMN result TEXT;
+                 ALTER TABLE jobs ADD COLUMN checksum INTEGER;
+                 ALTER TABLE jobs ADD COLUMN finished_at_ms INTEGER;
+                 UPDATE jobs SET state = 'failed', error = 'written by an older plexus; cannot be resumed' WHERE state IN ('running', 'assembling');",
+            )
+            .map_err(sql("upgrade the jobs table"))?;
+        }
         Ok(Db { conn })
     }
 
     /// Records a job before its submission is acknowledged.
-    pub fn insert_job(
-        &self,
-        id: &str,
-        name: &str,
-        job_toml: &str,
-        base_dir: &str,
-        tasks: u64,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
+    pub fn insert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let inputs = serde_json::to_string(&job.inputs).map_err(json("the job's inputs"))?;
         self.conn
             .execute(
-                "INSERT INTO jobs (id, name, job_toml, base_dir, tasks, state, submitted_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)",
-                params![id, name, job_toml, base_dir, tasks as i64, now_ms as i64],
+                "INSERT INTO jobs (id, name, job_toml, base_dir, tasks, state, submitted_at_ms, module, program, inputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9)",
+                params![
+                    job.id,
+                    job.name,
+                    job.job_toml,
+                    job.base_dir,
+                    job.tasks as i64,
+                    job.submitted_at_ms as i64,
+                    job.module.to_hex(),
+                    job.program,
+                    inputs
+                ],
             )
             .map_err(sql("record the job"))?;
         Ok(())
     }
 
-    pub fn set_job_state(
+    /// Jobs that were running (or assembling) when the node stopped.
+    pub fn unfinished_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self
+            .recent_jobs(u64::MAX)?
+            .into_iter()
+            .filter(|j| j.end.is_none())
+            .collect())
+    }
+
+    /// The newest `limit` jobs, oldest first, finished or not.
+    pub fn recent_jobs(&self, limit: u64) -> Result<Vec<JobRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT * FROM (
+                   SELECT id, name, job_toml, base_dir, tasks, submitted_at_ms, module, program, inputs,
+                          state, error, result, checksum, finished_at_ms
+                   FROM jobs ORDER BY submitted_at_ms DESC, id DESC LIMIT ?1)
+                 ORDER BY submitted_at_ms, id",
+            )
+            .map_err(sql("read jobs"))?;
+        let rows = stmt
+            .query_map([limit.min(i64::MAX as u64) as i64], |r| {
+                let state: String = r.get(9)?;
+                let end = match state.as_str() {
+                    "running" | "assembling" => None,
+                    _ => Some(JobEnd {
+                        state,
+                        error: r.get(10)?,
+                        result: r.get(11)?,
+                        checksum: r.get::<_, Option<i64>>(12)?.map(|c| c as u64),
+                        finished_at_ms: r.get::<_, Option<i64>>(13)?.unwrap_or(0) as u64,
+                    }),
+                };
+                Ok((
+                    JobRecord {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        job_toml: r.get(2)?,
+                        base_dir: r.get(3)?,
+                        tasks: r.get::<_, i64>(4)? as u64,
+                        submitted_at_ms: r.get::<_, i64>(5)? as u64,
+                        module: BlobHash([0; 32]),
+                        program: r.get(7)?,
+                        inputs: Vec::new(),
+                        end,
+                    },
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .map_err(sql("read jobs"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read jobs"))?;
+        rows.into_iter()
+            .map(|(mut job, module, inputs)| {
+                // Jobs from before durable tasks have no plan; they are
+                // never resumed, only listed.
+                job.module = if module.is_empty() {
+                    BlobHash([0; 32])
+                } else {
+                    BlobHash::from_hex(&module).ok_or_else(|| StoreError::Corrupt {
+                        what: format!("job {}: module hash {module:?}", job.id),
+                    })?
+                };
+                job.inputs = serde_json::from_str(&inputs).map_err(json("a job's inputs"))?;
+                Ok(job)
+            })
+            .collect()
+    }
+
+    /// An execution handed to `peer`: attempt numbers are never reused,
+    /// so a result signed for an earlier attempt cannot be replayed.
+    pub fn insert_attempt(
         &self,
-        id: &str,
-        state: &str,
-        error: Option<&str>,
+        job: &str,
+        task: u64,
+        attempt: u32,
+        peer: &str,
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO attempts (job, task, attempt, peer, sent_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![job, task as i64, attempt, peer, now_ms as i64]))
+            .map_err(sql("record an attempt"))?;
+        Ok(())
+    }
+
+    /// How an attempt ended (a result, or why there was none).
+    pub fn end_attempt(
+        &self,
+        job: &str,
+        task: u64,
+        attempt: u32,
+        ended: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE attempts SET ended = ?4 WHERE job = ?1 AND task = ?2 AND attempt = ?3",
+            )
+            .and_then(|mut s| s.execute(params![job, task as i64, attempt, ended]))
+            .map_err(sql("end an attempt"))?;
+        Ok(())
+    }
+
+    /// The highest attempt number used for each task of a job that has one.
+    pub fn last_attempts(&self, job: &str) -> Result<Vec<(u64, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT task, MAX(attempt) FROM attempts WHERE job = ?1 GROUP BY task")
+            .map_err(sql("read attempts"))?;
+        let rows = stmt
+            .query_map([job], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .map_err(sql("read attempts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read attempts"))?;
+        Ok(rows)
+    }
+
+    /// Tasks of a job handed out at or after `since_ms`.
+    pub fn tasks_attempted_since(&self, job: &str, since_ms: u64) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT task FROM attempts WHERE job = ?1 AND sent_at_ms >= ?2 ORDER BY task")
+            .map_err(sql("read attempts"))?;
+        let rows = stmt
+            .query_map(params![job, since_ms as i64], |r| {
+                Ok(r.get::<_, i64>(0)? as u64)
+            })
+            .map_err(sql("read attempts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read attempts"))?;
+        Ok(rows)
+    }
+
+    /// Attempts still open when the node stopped: they will never be
+    /// answered (the connection they were sent on is gone).
+    pub fn abandon_open_attempts(&self, job: &str, why: &str) -> Result<u64, StoreError> {
+        let n = self
+            .conn
             .execute(
-                "UPDATE jobs SET state = ?2, error = ?3 WHERE id = ?1",
-                params![id, state, error],
+                "UPDATE attempts SET ended = ?2 WHERE job = ?1 AND ended IS NULL",
+                params![job, why],
+            )
+            .map_err(sql("end attempts"))?;
+        Ok(n as u64)
+    }
+
+    /// Accepts a task's result, before anyone is told it is settled.
+    pub fn settle_task(&self, job: &str, t: &SettledTask) -> Result<(), StoreError> {
+        let outputs = serde_json::to_string(&t.outputs).map_err(json("a task's outputs"))?;
+        let payees = serde_json::to_string(&t.payees).map_err(json("a task's payees"))?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO results (job, task, fuel, outputs, method, payees) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![job, t.task as i64, t.fuel as i64, outputs, t.method, payees])
+            })
+            .map_err(sql("record a result"))?;
+        Ok(())
+    }
+
+    /// A settled task's result is void (one who vouched for it was caught).
+    pub fn reopen_task(&self, job: &str, task: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM results WHERE job = ?1 AND task = ?2",
+                params![job, task as i64],
+            )
+            .map_err(sql("reopen a task"))?;
+        Ok(())
+    }
+
+    /// Every accepted result of a job, by task.
+    pub fn settled_tasks(&self, job: &str) -> Result<Vec<SettledTask>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT task, fuel, outputs, method, payees FROM results WHERE job = ?1 ORDER BY task",
+            )
+            .map_err(sql("read results"))?;
+        let rows = stmt
+            .query_map([job], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(sql("read results"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read results"))?;
+        rows.into_iter()
+            .map(|(task, fuel, outputs, method, payees)| {
+                Ok(SettledTask {
+                    task,
+                    fuel,
+                    outputs: serde_json::from_str(&outputs).map_err(json("a task's outputs"))?,
+                    method,
+                    payees: serde_json::from_str(&payees).map_err(json("a task's payees"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// The provider side: a task this node ran and answered.
+    pub fn insert_run(&self, run: &Run) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO runs (requester, job, task, attempt, fuel, outcome, finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run.requester,
+                    run.job,
+                    run.task as i64,
+                    run.attempt,
+                    run.fuel as i64,
+                    run.outcome,
+                    run.finished_at_ms as i64
+                ])
+            })
+            .map_err(sql("record a run"))?;
+        Ok(())
+    }
+
+    /// Everything the provider side has run: tasks and fuel, what it is owed.
+    pub fn run_totals(&self) -> Result<RunTotals, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(fuel), 0) FROM runs",
+                [],
+                |r| {
+                    Ok(RunTotals {
+                        tasks: r.get::<_, i64>(0)? as u64,
+                        fuel: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .map_err(sql("read runs"))
+    }
+
+    /// The state a job was recorded in, if it is known.
+    pub fn job_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(sql("read a job"))
+    }
+
+    /// Records how a job ended.
+    pub fn end_job(&self, id: &str, end: &JobEnd) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = ?2, error = ?3, result = ?4, checksum = ?5, finished_at_ms = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    end.state,
+                    end.error,
+                    end.result,
+                    end.checksum.map(|c| c as i64),
+                    end.finished_at_ms as i64
+                ],
             )
             .map_err(sql("update the job"))?;
         Ok(())
@@ -187,24 +582,161 @@ impl Db {
 mod tests {
     use super::*;
 
+    fn job(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            name: "render".into(),
+            job_toml: "name = \"render\"".into(),
+            base_dir: "/tmp".into(),
+            tasks: 64,
+            module: BlobHash::of(b"module"),
+            program: "render".into(),
+            inputs: vec![("scene.gltf".into(), BlobHash::of(b"scene"))],
+            submitted_at_ms: 1,
+            end: None,
+        }
+    }
+
+    fn ended(state: &str) -> JobEnd {
+        JobEnd {
+            state: state.into(),
+            error: None,
+            result: Some("/r/render.png".into()),
+            checksum: Some(7),
+            finished_at_ms: 9,
+        }
+    }
+
+    #[test]
+    fn a_running_job_its_attempts_and_results_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plexus.db");
+        let db = Db::open(&path).expect("open");
+        db.insert_job(&job("j1")).expect("insert");
+        db.insert_job(&job("j2")).expect("insert");
+        db.end_job("j2", &ended("completed")).expect("update");
+        db.insert_attempt("j1", 3, 1, "p1", 10).expect("attempt");
+        db.insert_attempt("j1", 3, 2, "p2", 11).expect("attempt");
+        db.end_attempt("j1", 3, 1, "no answer").expect("end");
+        db.insert_attempt("j1", 4, 1, "p1", 12).expect("attempt");
+        let settled = SettledTask {
+            task: 3,
+            fuel: 42,
+            outputs: vec![OutputFile {
+                name: "tile.png".into(),
+                size_bytes: 5,
+                hash: BlobHash::of(b"tile"),
+            }],
+            method: "Replicas".into(),
+            payees: vec![("p2".into(), 42), ("p3".into(), 42)],
+        };
+        db.settle_task("j1", &settled).expect("settle");
+        db.settle_task(
+            "j1",
+            &SettledTask {
+                task: 4,
+                ..settled.clone()
+            },
+        )
+        .expect("settle");
+        db.reopen_task("j1", 4).expect("reopen");
+        drop(db);
+
+        let db = Db::open(&path).expect("reopen");
+        assert_eq!(db.unfinished_jobs().expect("jobs"), vec![job("j1")]);
+        assert_eq!(db.settled_tasks("j1").expect("results"), vec![settled]);
+        assert_eq!(
+            db.last_attempts("j1").expect("attempts"),
+            vec![(3, 2), (4, 1)]
+        );
+        assert_eq!(
+            db.abandon_open_attempts("j1", "restarted")
+                .expect("abandon"),
+            2
+        );
+        assert_eq!(
+            db.abandon_open_attempts("j1", "restarted")
+                .expect("abandon"),
+            0
+        );
+        assert_eq!(
+            db.job_state("j2").expect("state").as_deref(),
+            Some("completed")
+        );
+        let all = db.recent_jobs(10).expect("jobs");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].end, Some(ended("completed")));
+        assert_eq!(db.recent_jobs(1).expect("jobs")[0].id, "j2", "the newest");
+    }
+
+    #[test]
+    fn the_provider_side_keeps_what_it_ran() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plexus.db");
+        let db = Db::open(&path).expect("open");
+        let run = Run {
+            requester: "r".into(),
+            job: "j1".into(),
+            task: 0,
+            attempt: 1,
+            fuel: 100,
+            outcome: "exited 0".into(),
+            finished_at_ms: 1,
+        };
+        db.insert_run(&run).expect("run");
+        db.insert_run(&Run {
+            task: 1,
+            fuel: 50,
+            ..run
+        })
+        .expect("run");
+        drop(db);
+        let db = Db::open(&path).expect("reopen");
+        assert_eq!(
+            db.run_totals().expect("totals"),
+            RunTotals {
+                tasks: 2,
+                fuel: 150
+            }
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_durable_tasks_is_upgraded_and_its_running_jobs_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plexus.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, job_toml TEXT NOT NULL,
+               base_dir TEXT NOT NULL, tasks INTEGER NOT NULL, state TEXT NOT NULL, error TEXT,
+               submitted_at_ms INTEGER NOT NULL);
+             INSERT INTO jobs VALUES ('old', 'render', '', '/', 4, 'running', NULL, 1);",
+        )
+        .expect("old schema");
+        drop(conn);
+        let db = Db::open(&path).expect("upgrade");
+        assert!(db.unfinished_jobs().expect("jobs").is_empty());
+        assert_eq!(
+            db.job_state("old").expect("state").as_deref(),
+            Some("failed")
+        );
+        db.insert_job(&job("new")).expect("the new columns exist");
+    }
+
     #[test]
     fn jobs_survive_reopening_the_database() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("plexus.db");
         let db = Db::open(&path).expect("open");
-        db.insert_job("j1", "render", "name = \"render\"", "/tmp", 64, 1)
-            .expect("insert");
-        db.set_job_state("j1", "completed", None).expect("update");
+        db.insert_job(&job("j1")).expect("insert");
+        db.end_job("j1", &ended("completed")).expect("update");
         drop(db);
         let db = Db::open(&path).expect("reopen");
         assert_eq!(
             db.jobs().expect("jobs"),
             vec![("j1".to_owned(), "render".to_owned(), "completed".to_owned())]
         );
-        assert!(
-            db.insert_job("j1", "again", "", "", 1, 2).is_err(),
-            "ids are unique"
-        );
+        assert!(db.insert_job(&job("j1")).is_err(), "ids are unique");
     }
 
     #[test]

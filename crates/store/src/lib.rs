@@ -7,7 +7,7 @@
 
 mod db;
 
-pub use db::{Db, Reputation};
+pub use db::{Db, JobEnd, JobRecord, Reputation, Run, RunTotals, SettledTask};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use types::BlobHash;
@@ -31,6 +31,8 @@ pub enum StoreError {
         size_bytes: u64,
         limit_bytes: u64,
     },
+    #[error("the database holds something unreadable: {what}")]
+    Corrupt { what: String },
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {

@@ -75,6 +75,20 @@ pub enum Method {
     Reputation,
 }
 
+impl Method {
+    /// The method named as `{:?}` prints it (how the node stores it).
+    pub fn from_name(name: &str) -> Option<Method> {
+        [
+            Method::Replicas,
+            Method::SpotCheck,
+            Method::GroundTruth,
+            Method::Reputation,
+        ]
+        .into_iter()
+        .find(|m| format!("{m:?}") == name)
+    }
+}
+
 /// What the verifier asks its caller to do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action<P> {
@@ -228,6 +242,26 @@ impl<P: Clone + Ord> JobVerifier<P> {
             summary: Summary::default(),
             open: tasks,
         }
+    }
+
+    /// Takes up a task accepted before the requester restarted: settled by
+    /// `method` on the testimony of `vouchers`, who are never given it again
+    /// and whose catching later voids it like any other.
+    pub fn restore_accepted(&mut self, task: u64, method: Method, vouchers: Vec<P>) {
+        let Some(t) = self.tasks.get_mut(task as usize) else {
+            return;
+        };
+        if t.stage == Stage::Accepted {
+            return;
+        }
+        t.stage = Stage::Accepted;
+        t.accepted = Some(method);
+        t.first_round = method;
+        for provider in &vouchers {
+            self.vouched.entry(provider.clone()).or_default().push(task);
+        }
+        t.ran = vouchers;
+        self.open -= 1;
     }
 
     pub fn policy(&self) -> &Policy {

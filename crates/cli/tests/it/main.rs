@@ -1,6 +1,7 @@
 //! The `plexus` binary end to end: real processes, real files.
 
 mod dashboard;
+mod durability;
 mod network;
 mod stragglers;
 mod verification;

@@ -12,6 +12,7 @@ pub(crate) struct NodeProcess {
     pub peer_id: String,
     pub tcp: String,
     pub api: String,
+    pub dir: std::path::PathBuf,
 }
 
 impl Drop for NodeProcess {
@@ -22,15 +23,22 @@ impl Drop for NodeProcess {
 }
 
 impl NodeProcess {
+    /// A node in `env`'s folder `name` (kept across restarts); its API on a
+    /// free loopback port unless `args` name one with `--api`.
     pub(crate) fn start(env: &Env, name: &str, args: &[&str]) -> NodeProcess {
         let dir = env.dir.path().join(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         let log = dir.join("stdout.log");
+        let default_api: &[&str] = if args.contains(&"--api") {
+            &[]
+        } else {
+            &["--api", "127.0.0.1:0"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
             .arg("--data-dir")
             .arg(&dir)
             .arg("node")
-            .args(["--api", "127.0.0.1:0"])
+            .args(default_api)
             .args(args)
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log"))
@@ -43,6 +51,7 @@ impl NodeProcess {
             peer_id: String::new(),
             tcp: String::new(),
             api: String::new(),
+            dir: dir.clone(),
         };
         let started = Instant::now();
         loop {
@@ -235,7 +244,6 @@ output = "mandel.png"
 
 /// The same job with verification off (`mode = "none"`), for tests of
 /// dispatch alone.
-#[cfg(feature = "adversary")]
 pub(crate) fn unverified(env: &Env, job: &str) -> String {
     let text = std::fs::read_to_string(job).expect("job") + "[verification]\nmode = \"none\"\n";
     env.write("unverified.toml", &text)

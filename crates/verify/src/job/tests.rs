@@ -328,3 +328,25 @@ fn a_speculative_copy_settles_a_straggler_and_the_late_result_is_ignored() {
     assert_eq!(v.record(&'b').verified, 0);
     assert_eq!(v.summary().executions, 3);
 }
+
+#[test]
+fn a_task_accepted_before_a_restart_stays_settled_until_a_voucher_is_caught() {
+    let mut v = JobVerifier::new(3, Policy::default(), 1);
+    v.restore_accepted(0, Method::Replicas, vec!['a', 'b']);
+    v.restore_accepted(1, Method::GroundTruth, vec!['a']);
+    v.restore_accepted(1, Method::GroundTruth, vec!['a']);
+    assert_eq!(v.accepted(0), Some(Method::Replicas));
+    assert!(!v.needs_run(0) && !v.needs_run(1) && v.needs_run(2));
+    assert!(!v.may_run(0, &'a'), "a voucher is never given it again");
+    assert!(!v.is_complete());
+    v.on_dispatch(2, 'a');
+    let caught = v.on_misbehaviour(2, 'a');
+    assert_eq!(excluded(&caught), vec!['a']);
+    assert!(caught.contains(&Action::Reopen { task: 0 }));
+    assert!(
+        !caught.contains(&Action::Reopen { task: 1 }),
+        "the requester's own run stands"
+    );
+    assert_eq!(Method::from_name("SpotCheck"), Some(Method::SpotCheck));
+    assert_eq!(Method::from_name("spot"), None);
+}

@@ -42,7 +42,8 @@ pub struct NodeArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     throttle: u32,
     /// TEST ONLY (the `adversary` build): bad-signature, bad-output, oversized,
-    /// wrong:PERCENT, collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel or replay
+    /// wrong:PERCENT, collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel, replay
+    /// or silent (takes tasks, never answers)
     #[cfg(feature = "adversary")]
     #[arg(long, value_name = "MODE")]
     misbehave: Option<String>,

@@ -25,12 +25,17 @@ const TASK_REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
 const BLOB_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
-/// A peer is pinged this often; one that does not answer within
-/// PING_TIMEOUT is taken for gone (cut off, asleep, crashed without a
-/// reset): its connection is closed so its tasks go elsewhere at once
-/// rather than at their attempt timeout.
+/// A peer is pinged this often; one not heard from (no ping answered) for
+/// SILENT_PEER_MAX is taken for gone (cut off, asleep, crashed without a
+/// reset): its connections are closed so its tasks go elsewhere at once
+/// rather than at their attempt timeout. libp2p's ping reports only the
+/// second failure, after a substream timeout, so the count is ours.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PING_TIMEOUT: Duration = Duration::from_secs(4);
+const SILENT_PEER_MAX: Duration = Duration::from_secs(5);
+/// A dial into a silent network (packets dropped, no reset) hangs for the
+/// kernel's SYN retries, minutes; past this another dial is started beside it.
+const REDIAL_AFTER: Duration = Duration::from_secs(5);
 /// How often a bootstrap peer the node has lost (it restarted, or the
 /// network between was cut and healed) is dialled again; one dial at a time.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
@@ -396,6 +401,7 @@ pub async fn spawn(
         blob_channels: HashMap::new(),
         next_inbound: 0,
         bootstrap,
+        last_heard: HashMap::new(),
     };
     tokio::spawn(actor.run(joined));
     Ok((
@@ -449,25 +455,32 @@ struct Actor {
     blob_channels: HashMap<InboundId, ResponseChannel<BlobResponse>>,
     next_inbound: InboundId,
     bootstrap: Vec<BootstrapPeer>,
+    /// When each connected peer last answered a ping.
+    last_heard: HashMap<PeerId, std::time::Instant>,
 }
 
 /// A bootstrap address, the peer found there, and the dial out to it.
 struct BootstrapPeer {
     addr: Multiaddr,
     peer: Option<PeerId>,
-    dialing: Option<libp2p::swarm::ConnectionId>,
+    /// The dial out to it and when it began.
+    dialing: Option<(libp2p::swarm::ConnectionId, std::time::Instant)>,
 }
 
 impl Actor {
     async fn run(mut self, already_connected: Vec<PeerId>) {
         for peer in already_connected {
+            self.last_heard.insert(peer, std::time::Instant::now());
             self.emit(Event::Connected(peer)).await;
         }
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
-                _ = redial.tick() => self.redial_bootstrap(),
+                _ = redial.tick() => {
+                    self.drop_silent_peers();
+                    self.redial_bootstrap();
+                }
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => return, // every handle dropped: the node is shutting down
@@ -476,11 +489,29 @@ impl Actor {
         }
     }
 
+    /// Closes the connections of peers that stopped answering pings.
+    fn drop_silent_peers(&mut self) {
+        let silent: Vec<PeerId> = self
+            .last_heard
+            .iter()
+            .filter(|(_, at)| at.elapsed() > SILENT_PEER_MAX)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in silent {
+            tracing::info!(target: "plexus::net", %peer, "silent for {SILENT_PEER_MAX:?}: disconnecting");
+            self.last_heard.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     /// Dials every bootstrap peer the node is not connected to, so a node
     /// finds its network again after a restart on either side or a partition.
     fn redial_bootstrap(&mut self) {
         for b in &mut self.bootstrap {
-            if b.dialing.is_some() || b.peer.is_some_and(|p| self.swarm.is_connected(&p)) {
+            let dialing = b
+                .dialing
+                .is_some_and(|(_, since)| since.elapsed() < REDIAL_AFTER);
+            if dialing || b.peer.is_some_and(|p| self.swarm.is_connected(&p)) {
                 continue;
             }
             let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
@@ -488,7 +519,7 @@ impl Actor {
                 .build();
             let id = opts.connection_id();
             match self.swarm.dial(opts) {
-                Ok(()) => b.dialing = Some(id),
+                Ok(()) => b.dialing = Some((id, std::time::Instant::now())),
                 Err(e) => tracing::debug!(target: "plexus::net", "redial {}: {e}", b.addr),
             }
         }
@@ -569,11 +600,12 @@ impl Actor {
                 if let Some(b) = self
                     .bootstrap
                     .iter_mut()
-                    .find(|b| b.dialing == Some(connection_id))
+                    .find(|b| b.dialing.is_some_and(|(id, _)| id == connection_id))
                 {
                     b.dialing = None;
                     b.peer = Some(peer_id);
                 }
+                self.last_heard.insert(peer_id, std::time::Instant::now());
                 let address = endpoint.get_remote_address().clone();
                 if num_established.get() == 1 {
                     self.emit(Event::Connected(peer_id)).await;
@@ -588,7 +620,7 @@ impl Actor {
                 if let Some(b) = self
                     .bootstrap
                     .iter_mut()
-                    .find(|b| b.dialing == Some(connection_id))
+                    .find(|b| b.dialing.is_some_and(|(id, _)| id == connection_id))
                 {
                     b.dialing = None;
                 }
@@ -601,6 +633,7 @@ impl Actor {
             } => {
                 tracing::debug!(target: "plexus::net", %peer_id, num_established, "connection closed: {cause:?}");
                 if num_established == 0 {
+                    self.last_heard.remove(&peer_id);
                     self.emit(Event::Disconnected(peer_id)).await;
                 }
             }
@@ -624,15 +657,11 @@ impl Actor {
                 peer,
                 result: Ok(rtt),
                 ..
-            })) => self.emit(Event::RoundTrip { peer, rtt }).await,
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                result: Err(ping::Failure::Timeout),
-                ..
             })) => {
-                tracing::info!(target: "plexus::net", %peer, "no answer to a ping within {PING_TIMEOUT:?}: disconnecting");
-                let _ = self.swarm.disconnect_peer_id(peer);
+                self.last_heard.insert(peer, std::time::Instant::now());
+                self.emit(Event::RoundTrip { peer, rtt }).await
             }
+
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,
                 ..

@@ -71,6 +71,8 @@ pub enum Misbehaviour {
     FuelLie,
     /// Answers with the signed result of the task it ran before.
     Replay,
+    /// Accepts tasks and never answers.
+    Silent,
 }
 
 #[cfg(feature = "adversary")]
@@ -79,7 +81,7 @@ impl std::str::FromStr for Misbehaviour {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let expected = "expected bad-signature, bad-output, oversized, wrong:PERCENT, \
-                        collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel or replay";
+                        collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel, replay or silent";
         let percent = |p: &str| -> Result<u8, String> {
             p.parse::<u8>()
                 .ok()
@@ -112,6 +114,7 @@ impl std::str::FromStr for Misbehaviour {
             },
             ["fuel"] => Misbehaviour::FuelLie,
             ["replay"] => Misbehaviour::Replay,
+            ["silent"] => Misbehaviour::Silent,
             _ => return Err(expected.into()),
         })
     }
@@ -279,6 +282,12 @@ impl Provider {
                 "task asks for {} bytes of memory, this provider allows {}",
                 task.limits.memory_bytes_max, self.config.task_memory_bytes_max
             ));
+        }
+        #[cfg(feature = "adversary")]
+        if self.config.misbehave == Some(Misbehaviour::Silent) {
+            // Taken, never answered: the request stays open on the wire.
+            tracing::debug!(target: "plexus::provider", job = %task.job_id, task = task.task_index, "silently holding a task");
+            return;
         }
         self.accepted += 1;
         let sandbox = if task.canonicalize_nans {

@@ -26,6 +26,9 @@ use verify::{Action, Claim, JobVerifier, Method, Policy, Record, Summary};
 const PREFETCH_PER_PROVIDER: u32 = 1;
 /// Attempts of one task that end without a result before the job fails.
 const ATTEMPTS_MAX: u32 = 5;
+/// Attempts of one task lost with their provider (a disconnection) before
+/// they count as failures too.
+const LOST_ATTEMPTS_MAX: u32 = 20;
 /// Time an attempt may take beyond the task's own deadline (blob fetches, queueing).
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(30);
 /// How much slower than its benchmark a provider may run a task (load,
@@ -178,6 +181,9 @@ pub(crate) enum TaskDone {
     Retry {
         reason: String,
         timed_out: bool,
+        /// The provider went away (disconnected): no fault of the task or,
+        /// as far as anyone can tell, of the provider.
+        lost: bool,
     },
     /// The provider cheated or garbled its answer: caught.
     Rejected(String),
@@ -205,6 +211,8 @@ struct JobState {
     attempts: Vec<u32>,
     /// Attempts per task that ended without a result.
     failed: Vec<u32>,
+    /// Attempts per task lost with their provider (it disconnected).
+    lost: Vec<u32>,
     /// Why each failed attempt failed (at most ATTEMPTS_MAX per task).
     failure_reasons: HashMap<u64, Vec<String>>,
     /// Failed tasks wait until then before their next attempt (backoff).
@@ -264,6 +272,7 @@ impl JobState {
             task_fuel: vec![0; n],
             attempts: vec![0; n],
             failed: vec![0; n],
+            lost: vec![0; n],
             failure_reasons: HashMap::new(),
             not_before: HashMap::new(),
             running: HashMap::new(),
@@ -986,6 +995,7 @@ impl Requester {
                     TaskDone::Retry {
                         reason: format!("{peer} disconnected"),
                         timed_out: false,
+                        lost: true,
                     },
                 );
             }
@@ -1081,14 +1091,25 @@ impl Requester {
                 job.reported.insert((index, peer), *reported);
                 self.apply(j, actions);
             }
-            TaskDone::Retry { reason, timed_out } => {
+            TaskDone::Retry {
+                reason,
+                timed_out,
+                lost,
+            } => {
                 self.metrics.task("retried");
-                if let Some(failure) = attempt_failed(job, index, &peer, &reason) {
+                if let Some(failure) = attempt_failed(job, index, &peer, &reason, lost) {
                     return fail(job, failure);
                 }
                 tracing::info!(target: "plexus::job", job = %job.id, task = index, %peer, "retrying: {reason}");
+                // A provider that went away may come back (a restart, a
+                // healed partition); only failures it answered count.
+                // One that kept a task past its whole budget gets no more
+                // of the job: each task costs at most one such wait.
+                if timed_out && job.excluded.insert(peer) {
+                    tracing::warn!(target: "plexus::job", job = %job.id, "provider {peer} excluded from the job: {reason}");
+                }
                 let failures = job.failures.entry(peer).or_default();
-                *failures += 1;
+                *failures += u32::from(!lost);
                 if *failures >= FAILURES_BEFORE_EXCLUSION && job.excluded.insert(peer) {
                     tracing::warn!(target: "plexus::job", job = %job.id, "provider {peer} excluded from the job after {FAILURES_BEFORE_EXCLUSION} failed attempts, the last: {reason}");
                 }
@@ -1105,7 +1126,7 @@ impl Requester {
                 self.metrics.task("rejected");
                 tracing::warn!(target: "plexus::job", job = %job.id, task = index, "provider {peer} excluded from the job, its answer rejected: {reason}");
                 job.excluded.insert(peer);
-                if let Some(failure) = attempt_failed(job, index, &peer, &reason) {
+                if let Some(failure) = attempt_failed(job, index, &peer, &reason, false) {
                     return fail(job, failure);
                 }
                 let actions = match &mut job.verifier {
@@ -1464,9 +1485,25 @@ fn link_outputs(blobs: &BlobStore, outputs: &[OutputFile], task_dir: &Path) -> R
 
 /// Counts a failed attempt: its reason is kept and the task backs off; past
 /// ATTEMPTS_MAX, returns the job's failure naming every attempt's reason.
-fn attempt_failed(job: &mut JobState, index: u64, peer: &PeerId, reason: &str) -> Option<String> {
+/// Attempts `lost` with their provider count against LOST_ATTEMPTS_MAX
+/// instead: on a network of machines that come and go, a task may meet
+/// several departures without being at fault.
+fn attempt_failed(
+    job: &mut JobState,
+    index: u64,
+    peer: &PeerId,
+    reason: &str,
+    lost: bool,
+) -> Option<String> {
     let i = index as usize;
     job.retries += 1;
+    if lost {
+        job.lost[i] += 1;
+        if job.lost[i] < LOST_ATTEMPTS_MAX {
+            job.not_before.insert(index, Instant::now() + RETRY_BACKOFF);
+            return None;
+        }
+    }
     job.failed[i] += 1;
     let reasons = job.failure_reasons.entry(index).or_default();
     if reasons.len() < ATTEMPTS_MAX as usize {
@@ -1588,6 +1625,7 @@ async fn run_remote(
     let retry = |reason: String| TaskDone::Retry {
         reason,
         timed_out: false,
+        lost: false,
     };
     // A provider that takes a task and never answers costs at most one
     // attempt timeout, then the task goes elsewhere.
@@ -1603,6 +1641,7 @@ async fn run_remote(
             return TaskDone::Retry {
                 reason: format!("no answer from {peer} within {} s", timeout.as_secs()),
                 timed_out: true,
+                lost: false,
             };
         }
     };

@@ -46,6 +46,16 @@ pub struct JobEnd {
     pub finished_at_ms: u64,
 }
 
+/// One execution handed to a provider, and how it ended (`None`: still out).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub task: u64,
+    pub attempt: u32,
+    pub peer: String,
+    pub sent_at_ms: u64,
+    pub ended: Option<String>,
+}
+
 /// A task's accepted result, as the job keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SettledTask {
@@ -342,6 +352,30 @@ impl Db {
         Ok(rows)
     }
 
+    /// Every attempt of a job, in the order they were sent.
+    pub fn attempts(&self, job: &str) -> Result<Vec<Attempt>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT task, attempt, peer, sent_at_ms, ended FROM attempts WHERE job = ?1 ORDER BY sent_at_ms, task, attempt",
+            )
+            .map_err(sql("read attempts"))?;
+        let rows = stmt
+            .query_map([job], |r| {
+                Ok(Attempt {
+                    task: r.get::<_, i64>(0)? as u64,
+                    attempt: r.get(1)?,
+                    peer: r.get(2)?,
+                    sent_at_ms: r.get::<_, i64>(3)? as u64,
+                    ended: r.get(4)?,
+                })
+            })
+            .map_err(sql("read attempts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read attempts"))?;
+        Ok(rows)
+    }
+
     /// Tasks of a job handed out at or after `since_ms`.
     pub fn tasks_attempted_since(&self, job: &str, since_ms: u64) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self
@@ -450,6 +484,32 @@ impl Db {
             })
             .map_err(sql("record a run"))?;
         Ok(())
+    }
+
+    /// Every run the provider side recorded, oldest first.
+    pub fn runs(&self) -> Result<Vec<Run>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT requester, job, task, attempt, fuel, outcome, finished_at_ms FROM runs ORDER BY finished_at_ms",
+            )
+            .map_err(sql("read runs"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Run {
+                    requester: r.get(0)?,
+                    job: r.get(1)?,
+                    task: r.get::<_, i64>(2)? as u64,
+                    attempt: r.get(3)?,
+                    fuel: r.get::<_, i64>(4)? as u64,
+                    outcome: r.get(5)?,
+                    finished_at_ms: r.get::<_, i64>(6)? as u64,
+                })
+            })
+            .map_err(sql("read runs"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read runs"))?;
+        Ok(rows)
     }
 
     /// Everything the provider side has run: tasks and fuel, what it is owed.

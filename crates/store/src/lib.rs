@@ -7,7 +7,7 @@
 
 mod db;
 
-pub use db::{Db, JobEnd, JobRecord, Reputation, Run, RunTotals, SettledTask};
+pub use db::{Attempt, Db, JobEnd, JobRecord, Reputation, Run, RunTotals, SettledTask};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use types::BlobHash;

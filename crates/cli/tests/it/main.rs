@@ -2,6 +2,8 @@
 
 mod dashboard;
 mod durability;
+mod faults;
+mod hosts;
 mod network;
 mod stragglers;
 mod verification;
@@ -10,7 +12,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()

@@ -13,6 +13,8 @@ pub(crate) struct NodeProcess {
     pub tcp: String,
     pub api: String,
     pub dir: std::path::PathBuf,
+    /// The API's bearer token, for a node whose API is off loopback.
+    pub token: Option<String>,
 }
 
 impl Drop for NodeProcess {
@@ -26,6 +28,32 @@ impl NodeProcess {
     /// A node in `env`'s folder `name` (kept across restarts); its API on a
     /// free loopback port unless `args` name one with `--api`.
     pub(crate) fn start(env: &Env, name: &str, args: &[&str]) -> NodeProcess {
+        NodeProcess::spawn(env, name, Command::new(env!("CARGO_BIN_EXE_plexus")), args)
+    }
+
+    /// A node on a lab host: its API on the host's address (port 7700),
+    /// reached from the test with the node's token.
+    pub(crate) fn start_on(
+        env: &Env,
+        lab: &testkit::Lab,
+        host: &testkit::Host,
+        args: &[&str],
+    ) -> NodeProcess {
+        let mut all = vec!["--no-mdns", "--api", "0.0.0.0:7700"];
+        all.extend_from_slice(args);
+        let command = lab.command(host, env!("CARGO_BIN_EXE_plexus"));
+        let mut node = NodeProcess::spawn(env, &host.name, command, &all);
+        node.api = format!("http://{}:7700", host.address);
+        node.token = Some(
+            std::fs::read_to_string(node.dir.join("api.token"))
+                .expect("the node's API token")
+                .trim()
+                .to_owned(),
+        );
+        node
+    }
+
+    fn spawn(env: &Env, name: &str, mut command: Command, args: &[&str]) -> NodeProcess {
         let dir = env.dir.path().join(name);
         std::fs::create_dir_all(&dir).expect("node dir");
         let log = dir.join("stdout.log");
@@ -34,7 +62,7 @@ impl NodeProcess {
         } else {
             &["--api", "127.0.0.1:0"]
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        let child = command
             .arg("--data-dir")
             .arg(&dir)
             .arg("node")
@@ -52,6 +80,7 @@ impl NodeProcess {
             tcp: String::new(),
             api: String::new(),
             dir: dir.clone(),
+            token: None,
         };
         let started = Instant::now();
         loop {
@@ -104,10 +133,36 @@ impl NodeProcess {
     }
 
     pub(crate) fn get(&self, path: &str) -> Value {
-        let mut response = ureq::get(&format!("{}{path}", self.api))
-            .call()
-            .expect("API answers");
-        response.body_mut().read_json().expect("JSON")
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("{}{path}: {e}", self.api))
+    }
+
+    pub(crate) fn try_get(&self, path: &str) -> Result<Value, ureq::Error> {
+        let mut request = ureq::get(&format!("{}{path}", self.api));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        request.call()?.body_mut().read_json()
+    }
+
+    /// Submits a job file through the API (as `plexus job submit` does).
+    pub(crate) fn submit(&self, job: &str) -> String {
+        let body = serde_json::json!({
+            "job_file": job,
+            "job_toml": std::fs::read_to_string(job).expect("job file"),
+            "base_dir": crate::repo().display().to_string(),
+        });
+        let mut request = ureq::post(&format!("{}/api/jobs", self.api));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let answer: Value = request
+            .send_json(&body)
+            .expect("the job is accepted")
+            .body_mut()
+            .read_json()
+            .expect("JSON");
+        answer["id"].as_str().expect("a job id").to_owned()
     }
 
     pub(crate) fn connected_to(&self, other: &NodeProcess) -> bool {

@@ -91,6 +91,7 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
             #[cfg(feature = "adversary")]
             misbehave,
         }),
+        in_memory_database: false,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,9 +11,9 @@ mod metrics;
 mod provider;
 mod requester;
 
-pub use net::Multiaddr;
 use net::wire::Offer;
 use net::{Event, Keypair, NetHandle, PeerId};
+pub use net::{Multiaddr, Protocol};
 use requester::Requester;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -64,6 +64,9 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
     pub provider: Option<ProviderConfig>,
+    /// Keep the database in memory: nothing survives a restart. Only for
+    /// measuring what durability costs.
+    pub in_memory_database: bool,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -237,7 +240,14 @@ pub struct StartedNode {
 pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
     let keypair = load_identity(&config.data_dir)?;
     let blobs = Arc::new(store::BlobStore::open(config.data_dir.join("blobs"))?);
-    let db = store::Db::open(&config.data_dir.join("plexus.db"))?;
+    let open_db = move |data_dir: &std::path::Path| {
+        if config.in_memory_database {
+            store::Db::open_in_memory()
+        } else {
+            store::Db::open(&data_dir.join("plexus.db"))
+        }
+    };
+    let db = open_db(&config.data_dir)?;
     let (net, events, listen) = net::spawn(net::NetConfig {
         keypair: keypair.clone(),
         listen: config.listen.clone(),
@@ -257,7 +267,8 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
                 metrics.clone(),
             );
             let made = tokio::task::spawn_blocking(move || {
-                provider::Provider::new(p, &data_dir, keypair, blobs, metrics)
+                let db = open_db(&data_dir)?;
+                provider::Provider::new(p, &data_dir, db, keypair, blobs, metrics)
             })
             .await
             .map_err(|e| NodeError::Job(format!("provider setup panicked: {e}")))?;

@@ -156,6 +156,7 @@ impl Provider {
     pub fn new(
         config: ProviderConfig,
         data_dir: &Path,
+        db: store::Db,
         keypair: Keypair,
         blobs: Arc<BlobStore>,
         metrics: Arc<crate::Metrics>,
@@ -176,8 +177,6 @@ impl Provider {
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| NodeError::Job(format!("create {}: {e}", work_dir.display())))?;
         let fuel_per_sec = benchmark(&sandbox, &work_dir)?;
-        // Its own connection: the provider's books are apart from the requester's.
-        let db = store::Db::open(&data_dir.join("plexus.db"))?;
         let totals = db.run_totals()?;
         Ok(Provider {
             db,

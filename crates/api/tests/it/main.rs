@@ -30,6 +30,7 @@ fn start_node(
             bootstrap,
             mdns: false,
             provider: provide.then(node::ProviderConfig::default),
+            in_memory_database: false,
         }))
         .expect("the node starts")
 }

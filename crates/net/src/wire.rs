@@ -49,9 +49,20 @@ pub struct TaskAssignment {
     pub canonicalize_nans: bool,
 }
 
+/// Attempts one cancel message may name; more go in several messages.
+pub const CANCEL_ATTEMPTS_MAX: usize = 1024;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TaskRequest {
     Run(TaskAssignment),
+    /// The requester no longer wants these attempts of its job (task,
+    /// attempt), or, when the list is empty, any of the job's tasks: the
+    /// provider stops them, queued or running. Only the requester that sent
+    /// a task can cancel it.
+    Cancel {
+        job_id: String,
+        attempts: Vec<(u64, u32)>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +75,10 @@ pub enum TaskResponse {
     /// The provider took it but could not run it (fetch failed, sandbox error).
     Failed {
         reason: String,
+    },
+    /// The answer to a cancel: how many attempts were stopped.
+    Cancelled {
+        count: u32,
     },
 }
 

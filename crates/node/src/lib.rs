@@ -167,7 +167,7 @@ impl NodeHandle {
 pub(crate) enum Internal {
     Requester(requester::Completion),
     /// A provider slot is free again; what it ran, if it answered with a result.
-    ProviderDone(Option<store::Run>),
+    ProviderDone(provider::TaskKey, Option<store::Run>),
 }
 
 /// Writes a secret readable by its owner only, whole or not at all
@@ -380,6 +380,9 @@ impl Node {
                 tracing::debug!(target: "plexus::net", %peer, "disconnected");
                 self.peer(peer).connected = false;
                 self.requester.on_disconnect(peer);
+                if let Some(p) = &mut self.provider {
+                    p.on_requester_gone(&peer);
+                }
             }
             Event::Address { peer, address } => {
                 self.peer(peer).network = network_of(&address);
@@ -470,9 +473,9 @@ impl Node {
     fn on_internal(&mut self, done: Internal) {
         match done {
             Internal::Requester(c) => self.requester.on_completion(c),
-            Internal::ProviderDone(run) => {
+            Internal::ProviderDone(key, run) => {
                 if let Some(p) = &mut self.provider {
-                    p.on_done(run);
+                    p.on_done(key, run);
                 }
             }
         }

@@ -7,14 +7,16 @@ use net::wire::{self, Offer, ResultBody, SignedResult, TaskAssignment, TaskReque
 use net::{InboundId, Keypair, NetHandle, PeerId};
 use sandbox::{InputDir, Sandbox, SandboxConfig, TaskRun};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use store::BlobStore;
 use tokio::sync::{Semaphore, mpsc};
 #[cfg(feature = "adversary")]
 use types::OutputFile;
+use types::{Outcome, Trap};
 
 /// Tasks accepted beyond the free slots, waiting for one (the requester's prefetch).
 pub const QUEUED_TASKS_MAX: u32 = 4;
@@ -130,8 +132,13 @@ pub struct ProviderStatus {
     pub price_per_gfuel: u64,
 }
 
+/// A task held by this provider: requester, job, task, attempt.
+pub(crate) type TaskKey = (PeerId, String, u64, u32);
+
 pub(crate) struct Provider {
     config: ProviderConfig,
+    /// The cancel flag of every task accepted and not yet answered.
+    cancels: HashMap<TaskKey, Arc<AtomicBool>>,
     /// What it ran and is owed, kept across restarts.
     db: store::Db,
     keypair: Keypair,
@@ -179,6 +186,7 @@ impl Provider {
         let fuel_per_sec = benchmark(&sandbox, &work_dir)?;
         let totals = db.run_totals()?;
         Ok(Provider {
+            cancels: HashMap::new(),
             db,
             slots: Arc::new(Semaphore::new(config.slots as usize)),
             config,
@@ -246,8 +254,39 @@ impl Provider {
         let _ = net.publish_offer(offer).await;
     }
 
+    /// Stops the attempts `from` names of its job (all of them when none is
+    /// named); returns how many were still held here.
+    fn cancel(&mut self, from: &PeerId, job_id: &str, attempts: &[(u64, u32)]) -> u32 {
+        let mut count = 0;
+        for ((requester, job, task, attempt), flag) in &self.cancels {
+            let named = attempts.is_empty() || attempts.contains(&(*task, *attempt));
+            if requester == from && job == job_id && named && !flag.swap(true, Ordering::Relaxed) {
+                count += 1;
+            }
+        }
+        if count > 0 {
+            tracing::info!(target: "plexus::provider", job = %job_id, "{count} tasks cancelled by {from}");
+        }
+        count
+    }
+
+    /// A requester gone (disconnected) will never read its answers: its
+    /// tasks here stop. Should it come back, it sends them again.
+    pub fn on_requester_gone(&mut self, requester: &PeerId) {
+        let jobs: std::collections::BTreeSet<String> = self
+            .cancels
+            .keys()
+            .filter(|(r, ..)| r == requester)
+            .map(|(_, job, ..)| job.clone())
+            .collect();
+        for job in jobs {
+            self.cancel(requester, &job, &[]);
+        }
+    }
+
     /// A slot is free again; `run` is what it ran, when it answered with a result.
-    pub fn on_done(&mut self, run: Option<store::Run>) {
+    pub fn on_done(&mut self, key: TaskKey, run: Option<store::Run>) {
+        self.cancels.remove(&key);
         self.accepted = self.accepted.saturating_sub(1);
         let Some(run) = run else {
             return;
@@ -266,7 +305,19 @@ impl Provider {
         net: &NetHandle,
         internal: &mpsc::Sender<Internal>,
     ) {
-        let TaskRequest::Run(task) = request;
+        let task = match request {
+            TaskRequest::Run(task) => task,
+            TaskRequest::Cancel { job_id, attempts } => {
+                let count = self.cancel(&from, &job_id, &attempts);
+                let net = net.clone();
+                tokio::spawn(async move {
+                    let _ = net
+                        .respond_task(id, TaskResponse::Cancelled { count })
+                        .await;
+                });
+                return;
+            }
+        };
         let refuse = |reason: String| {
             let net = net.clone();
             tokio::spawn(async move {
@@ -289,6 +340,9 @@ impl Provider {
             return;
         }
         self.accepted += 1;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let key = (from, task.job_id.clone(), task.task_index, task.attempt);
+        self.cancels.insert(key.clone(), cancel.clone());
         let sandbox = if task.canonicalize_nans {
             &self.sandbox_nan_canonical
         } else {
@@ -296,6 +350,7 @@ impl Provider {
         };
         let job = RunJob {
             from,
+            cancel,
             sandbox: sandbox.clone(),
             task,
             net: net.clone(),
@@ -335,13 +390,14 @@ impl Provider {
                 }
             };
             let _ = job.net.respond_task(id, response).await;
-            let _ = internal.send(Internal::ProviderDone(run)).await;
+            let _ = internal.send(Internal::ProviderDone(key, run)).await;
         });
     }
 }
 
 struct RunJob {
     from: PeerId,
+    cancel: Arc<AtomicBool>,
     task: TaskAssignment,
     net: NetHandle,
     blobs: Arc<BlobStore>,
@@ -384,15 +440,28 @@ impl RunJob {
             .acquire()
             .await
             .map_err(|_| "shutting down".to_owned())?;
-        let (sandbox, blobs, task, work_dir) = (
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(CANCELLED.into());
+        }
+        let (sandbox, blobs, task, work_dir, cancel) = (
             self.sandbox.clone(),
             self.blobs.clone(),
             t.clone(),
             self.work_dir.clone(),
+            self.cancel.clone(),
         );
-        let body = tokio::task::spawn_blocking(move || execute(&sandbox, &blobs, &task, &work_dir))
-            .await
-            .map_err(|e| format!("task panicked: {e}"))??;
+        let body = tokio::task::spawn_blocking(move || {
+            execute_cancellable(&sandbox, &blobs, &task, &work_dir, Some(cancel))
+        })
+        .await
+        .map_err(|e| format!("task panicked: {e}"))??;
+        if body.outcome
+            == (Outcome::Trapped {
+                trap: Trap::Cancelled,
+            })
+        {
+            return Err(CANCELLED.into());
+        }
         #[cfg(feature = "adversary")]
         if self.throttle > 1 {
             let extra = body.run_ms.max(1) * (self.throttle as u64 - 1);
@@ -485,11 +554,24 @@ impl RunJob {
     }
 }
 
+/// What a cancelled task answers (the requester has stopped listening).
+const CANCELLED: &str = "cancelled by the requester";
+
 pub(crate) fn execute(
     sandbox: &Sandbox,
     blobs: &BlobStore,
     t: &TaskAssignment,
     work_dir: &Path,
+) -> Result<ResultBody, String> {
+    execute_cancellable(sandbox, blobs, t, work_dir, None)
+}
+
+fn execute_cancellable(
+    sandbox: &Sandbox,
+    blobs: &BlobStore,
+    t: &TaskAssignment,
+    work_dir: &Path,
+    cancel: Option<Arc<AtomicBool>>,
 ) -> Result<ResultBody, String> {
     let bytes =
         std::fs::read(blobs.path(&t.module)).map_err(|e| format!("module {}: {e}", t.module))?;
@@ -510,7 +592,7 @@ pub(crate) fn execute(
         .map_err(|e| e.to_string())?;
     let out = scratch.path().join("out");
     let report = sandbox
-        .run(
+        .run_cancellable(
             &module,
             &TaskRun {
                 program: &t.program,
@@ -523,6 +605,7 @@ pub(crate) fn execute(
                 entry: t.entry.as_deref(),
                 allow_missing_imports: false,
             },
+            cancel,
         )
         .map_err(|e| e.to_string())?;
     // Outputs become blobs, served to the requester by hash.

@@ -642,6 +642,26 @@ impl Requester {
         job.state = State::Cancelled;
         job.pending.clear();
         job.finished = Some(Instant::now());
+        // Providers stop what they hold of it, queued or running.
+        let held: Vec<((u64, u32), PeerId)> = job
+            .running
+            .drain()
+            .map(|(k, (peer, _))| (k, peer))
+            .collect();
+        for share in job.shares.values_mut() {
+            share.in_flight = 0;
+        }
+        let mut peers: Vec<PeerId> = held.iter().map(|(_, p)| *p).collect();
+        peers.sort();
+        peers.dedup();
+        for ((task, attempt), _) in &held {
+            let _ = self
+                .db
+                .end_attempt(id, *task, *attempt, "cancelled with its job");
+        }
+        for peer in peers {
+            send_cancel(&self.net, peer, id.to_owned(), Vec::new());
+        }
         self.metrics
             .tasks
             .get_or_create(&crate::metrics::StateLabel { state: "cancelled" })
@@ -1310,6 +1330,28 @@ impl Requester {
                 s.fuel += fuel;
             }
         }
+        // Copies still out (a straggler's, a surplus replica) are not wanted.
+        let surplus: Vec<(u32, PeerId)> = job
+            .running
+            .iter()
+            .filter(|((t, _), _)| *t == index)
+            .map(|((_, attempt), (peer, _))| (*attempt, *peer))
+            .collect();
+        for (attempt, peer) in surplus {
+            job.running.remove(&(index, attempt));
+            if let Some(s) = job.shares.get_mut(&peer) {
+                s.in_flight = s.in_flight.saturating_sub(1);
+            }
+            if let Some(v) = &mut job.verifier {
+                // An accepted task asks nothing more of anyone.
+                let _ = v.on_failure(index, peer, false);
+            }
+            let _ = self
+                .db
+                .end_attempt(&job.id, index, attempt, "cancelled: settled elsewhere");
+            self.metrics.task("cancelled");
+            send_cancel(&self.net, peer, job.id.clone(), vec![(index, attempt)]);
+        }
         self.metrics.task("settled");
         self.metrics.fuel_accepted.inc_by(chosen.fuel);
         job.settled[i] = true;
@@ -1611,6 +1653,31 @@ fn status_of(j: &JobState) -> JobStatus {
     }
 }
 
+/// How long a cancel may wait for the provider's answer; it is a courtesy
+/// (the requester has already stopped listening), so nothing waits on it.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tells `peer` to stop `attempts` of a job (all of them when empty).
+fn send_cancel(net: &NetHandle, peer: PeerId, job_id: String, attempts: Vec<(u64, u32)>) {
+    let net = net.clone();
+    tokio::spawn(async move {
+        for chunk in attempts
+            .chunks(wire::CANCEL_ATTEMPTS_MAX)
+            .map(<[_]>::to_vec)
+            .chain(attempts.is_empty().then(Vec::new))
+        {
+            let request = TaskRequest::Cancel {
+                job_id: job_id.clone(),
+                attempts: chunk,
+            };
+            let sent = tokio::time::timeout(CANCEL_TIMEOUT, net.send_task(peer, request)).await;
+            if let Ok(Ok(TaskResponse::Cancelled { count })) = sent {
+                tracing::debug!(target: "plexus::job", job = %job_id, %peer, "{count} attempts cancelled");
+            }
+        }
+    });
+}
+
 /// Sends one task, checks the signed result against what was asked, and
 /// fetches its outputs into the blob store.
 async fn run_remote(
@@ -1650,6 +1717,9 @@ async fn run_remote(
         TaskResponse::Refused { reason } => return retry(format!("refused: {reason}")),
         TaskResponse::Failed { reason } => {
             return retry(format!("provider could not run it: {reason}"));
+        }
+        TaskResponse::Cancelled { .. } => {
+            return retry(format!("{peer} answered a task with a cancel's answer"));
         }
     };
     let body = match signed.verify(&peer) {

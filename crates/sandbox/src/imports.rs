@@ -42,6 +42,8 @@ pub(crate) enum LimitHit {
     Output { limit_bytes: u64 },
     #[error("memory limit of {limit_bytes} bytes exceeded")]
     Memory { limit_bytes: u64 },
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Everything a running task owns; one per store.

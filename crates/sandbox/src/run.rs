@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 use types::limits::{self, TaskLimits};
 use types::outcome::{Outcome, OutputFile, Trap};
@@ -125,6 +125,18 @@ impl Sandbox {
     /// Runs one task to completion. Limits hit and guest faults are an
     /// [`Outcome`]; errors are for a task that could not be started.
     pub fn run(&self, module: &LoadedModule, task: &TaskRun) -> Result<TaskReport, SandboxError> {
+        self.run_cancellable(module, task, None)
+    }
+
+    /// [`Sandbox::run`], stopped with [`Trap::Cancelled`] soon (within an
+    /// epoch tick) after `cancel` is set: a requester that no longer wants
+    /// the result frees the slot at once.
+    pub fn run_cancellable(
+        &self,
+        module: &LoadedModule,
+        task: &TaskRun,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<TaskReport, SandboxError> {
         let l = task.limits;
         if l.memory_bytes_max > limits::TASK_MEMORY_BYTES_MAX {
             return Err(SandboxError::Engine(format!(
@@ -186,8 +198,27 @@ impl Sandbox {
             }
             Metering::Off => None,
         };
-        store.set_epoch_deadline(l.deadline_ms.div_ceil(EPOCH_TICK_MS).max(1));
-        store.epoch_deadline_trap();
+        match cancel {
+            None => {
+                store.set_epoch_deadline(l.deadline_ms.div_ceil(EPOCH_TICK_MS).max(1));
+                store.epoch_deadline_trap();
+            }
+            Some(cancel) => {
+                // Looked at on every tick: the cancel flag, then the deadline
+                // by the wall clock (the epoch counts the same time).
+                let deadline = Instant::now() + std::time::Duration::from_millis(l.deadline_ms);
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_callback(move |_| {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(wasmtime::Error::new(LimitHit::Cancelled));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(wasmtime::Error::new(wasmtime::Trap::Interrupt));
+                    }
+                    Ok(wasmtime::UpdateDeadline::Continue(1))
+                });
+            }
+        }
         let parts = self.imports.trampoline_parts(&mut store);
         store.data_mut().trampoline_parts = Some(parts);
 
@@ -274,6 +305,7 @@ fn classify(
     let trap = match (hit, error.downcast_ref::<wasmtime::Trap>()) {
         (Some(LimitHit::Output { limit_bytes }), _) => Trap::OutputTooLarge { limit_bytes },
         (Some(LimitHit::Memory { limit_bytes }), _) => Trap::OutOfMemory { limit_bytes },
+        (Some(LimitHit::Cancelled), _) => Trap::Cancelled,
         (None, Some(wasmtime::Trap::OutOfFuel)) => Trap::OutOfFuel {
             fuel_limit: fuel_limit.unwrap_or(0),
         },

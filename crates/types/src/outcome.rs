@@ -64,6 +64,9 @@ pub enum Trap {
     InvalidOutput { message: String },
     #[error("guest trap: {message}")]
     Guest { message: String },
+    /// Stopped because whoever asked for it no longer wants it.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

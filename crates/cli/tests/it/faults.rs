@@ -126,3 +126,61 @@ fn two_requesters_sharing_three_providers_each_get_a_fair_share_of_slots() {
         "a fair share each: {for_a} for a, {for_b} for b"
     );
 }
+
+#[test]
+fn cancelling_a_job_stops_its_running_task_on_the_provider() {
+    let env = Env::new();
+    // One Mandelbrot tile of 6144²: about half a minute of work.
+    let job = unverified(
+        &env,
+        &env.write(
+            "long.toml",
+            r#"
+name = "long"
+module = "builtin:mandelbrot"
+args = ["--size", "6144", "--per-side", "1", "--tile", "0"]
+[assemble]
+kind = "tiles-png"
+output = "long.png"
+"#,
+        ),
+    );
+    let requester = NodeProcess::requester(&env);
+    let provider = NodeProcess::provider(&env, "p", &requester, &[]);
+    wait_until("an offer", Duration::from_secs(30), || {
+        requester.offers() >= 1
+    });
+    let submitted = env.plexus(&["job", "submit", &job, "--api", &requester.api]);
+    assert!(submitted.status.success());
+    let id = String::from_utf8_lossy(&submitted.stdout).trim().to_owned();
+    let slots_free = || provider.get("/api/node")["provider"]["slots_free"].as_u64();
+    wait_until(
+        "the provider runs the task",
+        Duration::from_secs(30),
+        || slots_free() == Some(0),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let cancelled = env.plexus(&["job", "cancel", &id, "--api", &requester.api]);
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    let freed = wait_until(
+        "the provider's slot is free again",
+        Duration::from_secs(15),
+        || slots_free() == Some(1),
+    );
+    eprintln!("slot freed {freed:?} after the cancel");
+    let node = provider.get("/api/node");
+    assert_eq!(
+        node["provider"]["fuel_used"], 0,
+        "nothing ran to the end: {node}"
+    );
+    let db = store::Db::open(&provider.dir.join("plexus.db")).expect("provider database");
+    assert!(db.runs().expect("runs").is_empty(), "no run recorded");
+    assert_eq!(
+        requester.get(&format!("/api/jobs/{id}"))["state"],
+        "cancelled"
+    );
+}

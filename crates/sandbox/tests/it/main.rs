@@ -6,6 +6,8 @@ use sandbox::{
     TaskRun, Trap,
 };
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use types::TaskLimits;
 
@@ -497,4 +499,52 @@ fn bad_modules_are_refused_with_a_clear_error() {
         h.sandbox.load(&[0xff, 0xfe, 0x00]),
         Err(SandboxError::NotWasm(_))
     ));
+}
+
+#[test]
+fn a_cancelled_task_stops_at_once_and_its_deadline_still_holds_when_it_is_not() {
+    let h = metered();
+    let module = probe(&h);
+    let args = vec!["spin".to_owned()];
+    let run = |deadline_ms: u64, cancel: Arc<AtomicBool>| {
+        let out = h.out_dir();
+        h.sandbox
+            .run_cancellable(
+                &module,
+                &TaskRun {
+                    program: "probe",
+                    args: &args,
+                    env: &[],
+                    inputs: None,
+                    output_dir: &out,
+                    seed: 1,
+                    limits: TaskLimits {
+                        fuel: None,
+                        deadline_ms,
+                        ..limits()
+                    },
+                    entry: None,
+                    allow_missing_imports: false,
+                },
+                Some(cancel),
+            )
+            .expect("the task starts")
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let setter = cancel.clone();
+    let started = Instant::now();
+    let flip = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        setter.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let report = run(60_000, cancel);
+    flip.join().expect("thread");
+    assert_eq!(trap(&report), &Trap::Cancelled);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped long before its deadline"
+    );
+    let report = run(300, Arc::new(AtomicBool::new(false)));
+    assert_eq!(trap(&report), &Trap::Deadline { deadline_ms: 300 });
+    h.assert_healthy();
 }

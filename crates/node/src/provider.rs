@@ -20,6 +20,10 @@ use types::{Outcome, Trap};
 
 /// Tasks accepted beyond the free slots, waiting for one (the requester's prefetch).
 pub const QUEUED_TASKS_MAX: u32 = 4;
+/// Tasks one requester may hold here beyond the slots: with the slots
+/// taken in arrival order, no requester can crowd out the others by
+/// sending more than its credit window.
+pub const QUEUED_PER_REQUESTER_MAX: u32 = 1;
 const OFFER_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
@@ -326,6 +330,17 @@ impl Provider {
         };
         if self.accepted >= self.config.slots + QUEUED_TASKS_MAX {
             return refuse(format!("busy: {} tasks accepted", self.accepted));
+        }
+        // Cancelled tasks are on their way out and do not count.
+        let held = self
+            .cancels
+            .iter()
+            .filter(|((r, ..), cancelled)| *r == from && !cancelled.load(Ordering::Relaxed))
+            .count() as u32;
+        if held >= self.config.slots + QUEUED_PER_REQUESTER_MAX {
+            return refuse(format!(
+                "busy: {held} of your tasks accepted, the most one requester may hold here"
+            ));
         }
         if task.limits.memory_bytes_max > self.config.task_memory_bytes_max {
             return refuse(format!(

@@ -291,3 +291,42 @@ fn a_job_survives_providers_churning_every_two_seconds_across_hosts() {
     );
     drop(providers);
 }
+
+#[test]
+fn a_provider_cut_off_mid_job_has_its_tasks_sent_elsewhere() {
+    let env = Env::new();
+    let job = unverified(&env, &crate::render_job(&env, "cut", 1600, 600, 2));
+    let mut lab = Lab::new().expect("a lab of network namespaces (needs root)");
+    let requester_host = lab.add_host("requester").expect("host");
+    let requester = requester_on(&env, &lab, &requester_host);
+    let hosts: Vec<Host> = (0..2)
+        .map(|i| lab.add_host(&format!("p{i}")).expect("host"))
+        .collect();
+    let providers: Vec<NodeProcess> = hosts
+        .iter()
+        .map(|h| provider_on(&env, &lab, h, &requester.tcp))
+        .collect();
+    wait_until("two offers", Duration::from_secs(30), || {
+        requester.offers() >= 2
+    });
+    let id = requester.submit(&job);
+    wait_until("the job under way", Duration::from_secs(60), || {
+        requester.get(&format!("/api/jobs/{id}"))["tasks_done"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 20
+    });
+    lab.cut_off(&hosts[0]).expect("cut off");
+    let departures = vec![(now_ms(), providers[0].peer_id.clone(), Gone::CutOff)];
+    let status = follow(&requester, &id, Duration::from_secs(180), |_| {});
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(paid_tasks(&status), 200, "{status}");
+    let db = store::Db::open(&requester.dir.join("plexus.db")).expect("database");
+    let delays = loss_to_rerun_s(&db, &id, &departures, Gone::CutOff);
+    assert!(!delays.is_empty(), "the tasks it held were sent elsewhere");
+    eprintln!(
+        "a provider cut off: its {} tasks sent elsewhere after {:?} s",
+        delays.len(),
+        delays
+    );
+}

@@ -217,6 +217,12 @@ pub async fn serve(
     })?;
     let app = router(node, token).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move {
+        // Without TCP_NODELAY a response written in pieces (an event
+        // stream, its end) waits for the client's delayed ACK: 40 ms.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(target: "plexus::api", "the API stopped: {e}");
         }
@@ -375,9 +381,11 @@ async fn job_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>>, Failure> {
     // An unknown job is a 404 before the stream starts.
     s.node.status(id.clone()).await?;
+    let mut changes = s.node.changes();
+    changes.mark_unchanged();
     let stream = futures::stream::unfold(
-        (s.node, id, String::new(), false),
-        |(node, id, last, done)| async move {
+        (s.node, id, String::new(), false, changes),
+        |(node, id, last, done, mut changes)| async move {
             if done {
                 return None;
             }
@@ -387,11 +395,20 @@ async fn job_events(
                 };
                 let json = serde_json::to_string(&status).unwrap_or_default();
                 let ended = !matches!(status.state.as_str(), "running" | "assembling");
-                if json != last {
-                    let event = Event::default().event("status").data(json.clone());
-                    return Some((Ok(event), (node, id, json, ended)));
+                // The elapsed time changes on every look; only a change of
+                // something else is an event.
+                let key = serde_json::to_string(&node::JobStatus {
+                    elapsed_s: 0.0,
+                    ..status
+                })
+                .unwrap_or_default();
+                if key != last {
+                    let event = Event::default().event("status").data(json);
+                    return Some((Ok(event), (node, id, key, ended, changes)));
                 }
-                tokio::time::sleep(EVENTS_POLL).await;
+                // Woken by the node's next change; EVENTS_POLL at the latest.
+                let _ = tokio::time::timeout(EVENTS_POLL, changes.changed()).await;
+                changes.borrow_and_update();
             }
         },
     );

@@ -69,6 +69,11 @@ impl Client {
             .with_context(|| format!("{path}: bad JSON"))
     }
 
+    /// A streamed body (server-sent events), to read until the server ends it.
+    pub fn get_stream(&self, path: &str) -> anyhow::Result<impl std::io::Read + use<>> {
+        Ok(self.get_response(path)?.into_body().into_reader())
+    }
+
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let mut response = self.get_response(path)?;
         response

@@ -36,13 +36,13 @@ pub struct DemoArgs {
 
 /// Every process the demo started; killed when dropped.
 #[derive(Clone, Default)]
-struct Processes(Arc<Mutex<Vec<Child>>>);
+pub(crate) struct Processes(Arc<Mutex<Vec<Child>>>);
 
 impl Processes {
-    fn push(&self, child: Child) {
+    pub(crate) fn push(&self, child: Child) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).push(child);
     }
-    fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         let mut children = self.0.lock().unwrap_or_else(|p| p.into_inner());
         for child in children.iter_mut() {
             let _ = child.kill();
@@ -185,13 +185,15 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-struct StartedNode {
-    peer_id: String,
-    tcp_addr: String,
-    api: String,
+pub(crate) struct StartedNode {
+    pub peer_id: String,
+    pub tcp_addr: String,
+    pub api: String,
 }
 
-fn start_node(
+/// Starts `plexus node` as a child process on loopback and waits until it
+/// prints its addresses.
+pub(crate) fn start_node(
     processes: &Processes,
     data_dir: &Path,
     extra: &[&str],

@@ -1,6 +1,7 @@
 //! `plexus`: the one binary. One file per subcommand; errors become one line
 //! on stderr and a non-zero exit code.
 
+mod bench;
 mod client;
 mod demo;
 mod exec;
@@ -33,6 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Demo(demo::DemoArgs),
+    Bench(bench::BenchArgs),
     Run(run::RunArgs),
     Exec(exec::ExecArgs),
     Node(node::NodeArgs),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Job(args) => job::job(args),
         Command::Peers(args) => peers::peers(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

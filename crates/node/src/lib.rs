@@ -107,11 +107,19 @@ enum ApiRequest {
     TaskOutput(String, u64, oneshot::Sender<Result<PathBuf, NodeError>>),
 }
 
+impl ApiRequest {
+    fn changes_jobs(&self) -> bool {
+        matches!(self, ApiRequest::Submit(..) | ApiRequest::Cancel(..))
+    }
+}
+
 /// Talks to a running node; cheap to clone.
 #[derive(Clone)]
 pub struct NodeHandle {
     requests: mpsc::Sender<ApiRequest>,
     metrics: Arc<Metrics>,
+    /// Ticks on every change a job's status could show (see [`NodeHandle::changes`]).
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl NodeHandle {
@@ -160,6 +168,11 @@ impl NodeHandle {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+    /// A receiver that wakes whenever jobs may have changed: status streams
+    /// push at once instead of polling.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.clone()
     }
 }
 
@@ -278,6 +291,7 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
     };
     let (api_tx, api_rx) = mpsc::channel(API_QUEUE_MAX);
     let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE_MAX);
+    let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);
     let node = Node {
         net: net.clone(),
         listen: listen.clone(),
@@ -294,12 +308,14 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         peers: HashMap::new(),
         internal: internal_tx,
         metrics: metrics.clone(),
+        changes: changes_tx,
     };
     tokio::spawn(node.run(events, api_rx, internal_rx));
     Ok(StartedNode {
         handle: NodeHandle {
             requests: api_tx,
             metrics,
+            changes: changes_rx,
         },
         peer_id,
         listen,
@@ -323,6 +339,7 @@ struct Node {
     peers: HashMap<PeerId, PeerState>,
     internal: mpsc::Sender<Internal>,
     metrics: Arc<Metrics>,
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Node {
@@ -340,13 +357,20 @@ impl Node {
                     None => return,
                 },
                 request = api.recv() => match request {
-                    Some(r) => self.on_api(r),
+                    Some(r) => {
+                        let changes = r.changes_jobs();
+                        self.on_api(r);
+                        if changes {
+                            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+                        }
+                    }
                     None => return,
                 },
                 Some(done) = internal.recv() => {
                     self.on_internal(done);
                     // A finished task frees credit: refill at once, not at the next tick.
                     self.dispatch();
+                    self.changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
                 _ = tick.tick() => self.on_tick().await,
             }

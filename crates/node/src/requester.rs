@@ -536,9 +536,22 @@ impl Requester {
 
     pub fn submit(&mut self, s: JobSubmission) -> Result<String, NodeError> {
         if self.jobs.len() >= JOBS_MAX {
-            return Err(NodeError::Job(format!(
-                "this node holds {JOBS_MAX} jobs already (JOBS_MAX)"
-            )));
+            // The oldest finished job leaves memory (its record stays in the
+            // database); only running ones count against the bound.
+            match self
+                .jobs
+                .iter()
+                .position(|j| !matches!(j.state, State::Running | State::Assembling))
+            {
+                Some(oldest) => {
+                    self.jobs.remove(oldest);
+                }
+                None => {
+                    return Err(NodeError::Job(format!(
+                        "this node runs {JOBS_MAX} jobs already (JOBS_MAX)"
+                    )));
+                }
+            }
         }
         let job =
             Job::parse(&s.job_file, &s.job_toml).map_err(|e| NodeError::Job(e.to_string()))?;

@@ -355,3 +355,30 @@ fn exec_reports_outcome_fuel_outputs_and_stderr_as_json() {
             .contains("line 1\n")
     );
 }
+
+#[test]
+fn the_benchmark_suite_runs_at_small_sizes() {
+    let env = Env::new();
+    let output = env.plexus(&["bench", "--smoke", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&output.stdout).expect("JSON rows");
+    let rows = rows.as_array().expect("an array of rows");
+    for id in ["B1", "B2", "B4"] {
+        let measured: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["id"] == id && r["plexus"].is_number())
+            .collect();
+        assert!(!measured.is_empty(), "{id} measured: {rows:?}");
+        for r in measured {
+            assert!(r["plexus"].as_f64().expect("figure") > 0.0, "{r}");
+        }
+    }
+    // The B2 row compares against the kernel run directly, in the same run.
+    let b2 = rows.iter().find(|r| r["id"] == "B2").expect("B2");
+    assert!(b2["against"].as_f64().expect("direct run") > 0.0, "{b2}");
+    assert!(b2["ratio"].as_f64().expect("ratio") > 0.0, "{b2}");
+}

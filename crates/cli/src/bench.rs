@@ -1,0 +1,518 @@
+//! `plexus bench`: the benchmark suite. Starts its own requester and
+//! providers as processes on loopback, runs each benchmark, runs the peers'
+//! scripts (`shared/bench/peers`) where a Python with Ray or Dask is given,
+//! and prints one table: workload, metric, Plexus's figure, the peer's in the
+//! same run, the target, the ratio and whether the target is met.
+//!
+//! B3 (kernels WASM against native), B5 (blob transfer against a bare
+//! libp2p stream) and B6 (gossip over 50 nodes) are not in the suite yet;
+//! their rows say so.
+
+use crate::client::Client;
+use crate::demo::{Processes, StartedNode, start_node};
+use anyhow::{Context, bail};
+use clap::Args;
+use node::{JobStatus, PeerInfo};
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The Mandelbrot of shared/bench: the sum of its iteration counts.
+const MANDEL_CHECKSUM: u64 = 181_208_237;
+const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest one benchmark job may take before the suite gives up on it.
+const JOB_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest event stream read while waiting for a job.
+const EVENTS_BYTES_MAX: u64 = 64 << 20;
+
+#[derive(Args)]
+#[command(
+    about = "Run the benchmark suite on this machine and print figures against Ray and Dask",
+    after_help = "Examples:\n  plexus bench\n  plexus bench --python /tmp/benchvenv/bin/python --peers ../shared/bench/peers\n  plexus bench --smoke --json"
+)]
+pub struct BenchArgs {
+    /// Small sizes, for a quick check that every benchmark still runs
+    #[arg(long)]
+    smoke: bool,
+    /// Print the rows as JSON
+    #[arg(long)]
+    json: bool,
+    /// A Python with Ray and/or Dask installed, for the peers' figures
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Where the peers' scripts are
+    #[arg(long, value_name = "DIR", default_value = "../shared/bench/peers")]
+    peers: PathBuf,
+}
+
+/// One line of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub id: &'static str,
+    pub workload: String,
+    pub metric: String,
+    pub plexus: Option<f64>,
+    /// The figure it is compared with, measured in this run.
+    pub against: Option<f64>,
+    pub against_what: String,
+    pub target: String,
+    /// plexus ÷ against, or against ÷ plexus, so that higher is better.
+    pub ratio: Option<f64>,
+    pub met: Option<bool>,
+}
+
+struct Sizes {
+    noop_tasks: u64,
+    latency_samples: usize,
+    /// Tiles per side of the B2 jobs.
+    mandel_per_side: &'static [u32],
+}
+
+pub fn bench(a: BenchArgs) -> anyhow::Result<u8> {
+    let sizes = if a.smoke {
+        Sizes {
+            noop_tasks: 200,
+            latency_samples: 20,
+            mandel_per_side: &[8],
+        }
+    } else {
+        Sizes {
+            noop_tasks: 10_000,
+            latency_samples: 1000,
+            mandel_per_side: &[8, 64],
+        }
+    };
+    let ray = peer_figures(&a, "bench_ray.py", &sizes);
+    let dask = peer_figures(&a, "bench_dask.py", &sizes);
+    let processes = Processes::default();
+    let result = run(&a, &sizes, &processes, ray.as_ref(), dask.as_ref());
+    processes.stop_all();
+    let rows = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(&rows);
+    }
+    Ok(0)
+}
+
+fn run(
+    a: &BenchArgs,
+    sizes: &Sizes,
+    processes: &Processes,
+    ray: Option<&serde_json::Value>,
+    dask: Option<&serde_json::Value>,
+) -> anyhow::Result<Vec<Row>> {
+    let root = tempfile::Builder::new()
+        .prefix("plexus-bench-")
+        .tempdir()
+        .context("create a temporary directory")?;
+    let mut rows = Vec::new();
+
+    // B4 first: the provider must never have seen the module.
+    let (requester, _provider) = network(processes, root.path(), "cold", 1)?;
+    let client = Client::new(&requester.api);
+    let tile = job_file(
+        root.path(),
+        "tile.toml",
+        "name = \"tile\"\nmodule = \"builtin:mandelbrot\"\nargs = [\"--per-side\", \"8\", \"--tile\", \"27\"]\n",
+    )?;
+    let (cold, status) = submit_and_wait(&client, &tile)?;
+    let warm = submit_and_wait(&client, &tile)?.0;
+    let sandbox_ms = status.providers.first().map_or(0, |p| p.busy_ms);
+    rows.push(row(
+        "B4",
+        &format!(
+            "cold start: one mandel tile ({sandbox_ms} ms in the sandbox), module never seen by the provider"
+        ),
+        "ms to the verified result",
+        Some(ms(cold)),
+        None,
+        "",
+        "≤ 100 ms",
+        ms(cold) <= 100.0,
+    ));
+    rows.push(row(
+        "B4",
+        "the same tile, module cached",
+        "ms to the verified result",
+        Some(ms(warm)),
+        None,
+        "",
+        "≤ 10 ms",
+        ms(warm) <= 10.0,
+    ));
+
+    // B1 and B2 on one provider with 2 slots, as the peers run 2 workers.
+    let (requester, _provider) = network(processes, root.path(), "b1", 2)?;
+    let client = Client::new(&requester.api);
+    let noop = job_file(
+        root.path(),
+        "noop.toml",
+        &format!(
+            "name = \"noop\"\nmodule = \"builtin:noop\"\n[tasks]\ni = {{ start = 0, end = {} }}\n",
+            sizes.noop_tasks
+        ),
+    )?;
+    let _ = submit_and_wait(&client, &noop)?; // warm: module cached, records built
+    let (wall, _) = submit_and_wait(&client, &noop)?;
+    let tasks_per_s = sizes.noop_tasks as f64 / wall.as_secs_f64();
+    let ray_tput = ray.and_then(|r| r["noop_tasks_per_s_median"].as_f64());
+    rows.push(row_against(
+        "B1",
+        &format!("{} noop tasks, 1 provider × 2 slots", sizes.noop_tasks),
+        "tasks/s",
+        tasks_per_s,
+        ray_tput,
+        "Ray",
+        "≥ 2× Ray",
+        ray_tput.map(|r| tasks_per_s / r),
+        |ratio| ratio >= 2.0,
+    ));
+    let one = job_file(
+        root.path(),
+        "one.toml",
+        "name = \"one\"\nmodule = \"builtin:noop\"\n",
+    )?;
+    let mut latencies: Vec<f64> = Vec::with_capacity(sizes.latency_samples);
+    for _ in 0..sizes.latency_samples {
+        latencies.push(ms(submit_and_wait(&client, &one)?.0));
+    }
+    latencies.sort_by(f64::total_cmp);
+    let p50 = percentile(&latencies, 50.0);
+    let p99 = percentile(&latencies, 99.0);
+    let ray_p50 = ray.and_then(|r| r["latency_ms_p50"].as_f64());
+    let ray_p99 = ray.and_then(|r| r["latency_ms_p99"].as_f64());
+    rows.push(row_against(
+        "B1",
+        "one noop task at a time, submit to result",
+        "p50 ms",
+        p50,
+        ray_p50,
+        "Ray",
+        "≤ ½ Ray",
+        ray_p50.map(|r| r / p50),
+        |ratio| ratio >= 2.0,
+    ));
+    rows.push(row_against(
+        "B1",
+        "one noop task at a time, submit to result",
+        "p99 ms",
+        p99,
+        ray_p99,
+        "Ray",
+        "reported",
+        ray_p99.map(|r| r / p99),
+        |_| true,
+    ));
+    if let Some(dask) = dask {
+        let d = dask["noop_tasks_per_s_median"].as_f64();
+        rows.push(row_against(
+            "B1",
+            &format!("{} noop tasks, 1 provider × 2 slots", sizes.noop_tasks),
+            "tasks/s",
+            tasks_per_s,
+            d,
+            "Dask",
+            "reported",
+            d.map(|d| tasks_per_s / d),
+            |_| true,
+        ));
+    }
+
+    for &per_side in sizes.mandel_per_side {
+        let limit = if per_side <= 8 { 1.10 } else { 1.25 };
+        let tiles = per_side * per_side;
+        let mandel = job_file(
+            root.path(),
+            &format!("mandel-{tiles}.toml"),
+            &format!(
+                "name = \"mandel-{tiles}\"\nmodule = \"builtin:mandelbrot\"\nargs = [\"--per-side\", \"{per_side}\", \"--tile\", \"{{tile}}\"]\n\
+                 [tasks]\ntile = {{ start = 0, end = {tiles} }}\n[limits]\nfuel = 10_000_000_000\n\
+                 [assemble]\nkind = \"tiles-png\"\nfile = \"tile\"\noutput = \"mandel.png\"\n"
+            ),
+        )?;
+        let (wall, status) = submit_and_wait(&client, &mandel)?;
+        if status.checksum != Some(MANDEL_CHECKSUM) {
+            bail!(
+                "mandel-{tiles}: checksum {:?}, expected {MANDEL_CHECKSUM}",
+                status.checksum
+            );
+        }
+        let direct = run_directly(&mandel, &root.path().join(format!("direct-{tiles}")))?;
+        let ratio = wall.as_secs_f64() / direct.as_secs_f64();
+        rows.push(Row {
+            id: "B2",
+            workload: format!(
+                "mandel-{tiles} (1024², {per_side}×{per_side} tiles), 2 provider slots, assembled"
+            ),
+            metric: "s submit to image".into(),
+            plexus: Some(wall.as_secs_f64()),
+            against: Some(direct.as_secs_f64()),
+            against_what: "the same WASM kernel in 2 threads, same metering (plexus run --jobs 2)"
+                .into(),
+            target: format!("≤ {limit:.2}×"),
+            ratio: Some(ratio),
+            met: Some(ratio <= limit),
+        });
+        if tiles == 64
+            && let Some(r) = ray.and_then(|r| r["mandel_64tiles_s_median"].as_f64())
+        {
+            rows.push(row_against(
+                "B2",
+                "mandel-64 against Ray (Python kernel)",
+                "s",
+                wall.as_secs_f64(),
+                Some(r),
+                "Ray",
+                "reported",
+                Some(r / wall.as_secs_f64()),
+                |_| true,
+            ));
+        }
+    }
+    for (id, what) in [
+        (
+            "B3",
+            "kernels WASM ÷ native (see bench/kernels.sh for mandelbrot and render)",
+        ),
+        ("B5", "256 MiB blob against a bare libp2p stream"),
+        ("B6", "gossip over 50 nodes"),
+    ] {
+        rows.push(Row {
+            id,
+            workload: what.into(),
+            metric: "not in the suite yet".into(),
+            plexus: None,
+            against: None,
+            against_what: String::new(),
+            target: String::new(),
+            ratio: None,
+            met: None,
+        });
+    }
+    let _ = a;
+    Ok(rows)
+}
+
+/// A requester and one provider with `slots`, on loopback, the provider's offer seen.
+fn network(
+    processes: &Processes,
+    root: &Path,
+    name: &str,
+    slots: u32,
+) -> anyhow::Result<(StartedNode, StartedNode)> {
+    let requester = start_node(processes, &root.join(format!("{name}-requester")), &[])?;
+    let slots = slots.to_string();
+    let provider = start_node(
+        processes,
+        &root.join(format!("{name}-provider")),
+        &[
+            "--provide",
+            "--slots",
+            &slots,
+            "--bootstrap",
+            &requester.tcp_addr,
+        ],
+    )?;
+    let client = Client::new(&requester.api);
+    let started = Instant::now();
+    loop {
+        let peers: Vec<PeerInfo> = client.get("/api/peers")?;
+        if peers.iter().any(|p| p.connected && p.offer.is_some()) {
+            return Ok((requester, provider));
+        }
+        if started.elapsed() > OFFER_TIMEOUT {
+            bail!("the benchmark's provider offered nothing within {OFFER_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A job file with verification off: the benchmarks measure dispatch, as
+/// DESIGN.md allows for one's own machines.
+fn job_file(root: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let path = root.join(name);
+    std::fs::write(&path, format!("{text}[verification]\nmode = \"none\"\n"))
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Submits a job and waits for its end on the server-sent event stream (no
+/// polling delay); the time from before the submission to the end.
+fn submit_and_wait(client: &Client, job: &Path) -> anyhow::Result<(Duration, JobStatus)> {
+    let started = Instant::now();
+    let id = crate::job::submit(client, job)?;
+    let mut events = client.get_stream(&format!("/api/jobs/{id}/events"))?;
+    let mut sink = Vec::new();
+    events
+        .by_ref()
+        .take(EVENTS_BYTES_MAX)
+        .read_to_end(&mut sink)
+        .context("read the job's events")?;
+    let wall = started.elapsed();
+    let status: JobStatus = client.get(&format!("/api/jobs/{id}"))?;
+    if status.state != "completed" {
+        bail!(
+            "benchmark job {id} {}: {}",
+            status.state,
+            status.error.unwrap_or_default()
+        );
+    }
+    if wall > JOB_TIMEOUT {
+        bail!("benchmark job {id} took {wall:?}");
+    }
+    Ok((wall, status))
+}
+
+/// The job's WASM kernel run by this binary in 2 threads (`plexus run --jobs 2`).
+fn run_directly(job: &Path, out: &Path) -> anyhow::Result<Duration> {
+    let exe = std::env::current_exe().context("find the plexus binary")?;
+    // Once to compile and cache the module, once measured.
+    let mut wall = Duration::ZERO;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let output = std::process::Command::new(&exe)
+            .arg("run")
+            .arg(job)
+            .arg("--out")
+            .arg(out)
+            .args(["--jobs", "2", "--quiet"])
+            .output()
+            .context("run plexus run")?;
+        wall = started.elapsed();
+        if !output.status.success() {
+            bail!(
+                "plexus run {}: {}",
+                job.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+    }
+    Ok(wall)
+}
+
+/// The peers' figures from their script, when a Python is given and the
+/// script runs (Ray or Dask may be missing: the rows then have no peer).
+fn peer_figures(a: &BenchArgs, script: &str, sizes: &Sizes) -> Option<serde_json::Value> {
+    let python = a.python.as_ref()?;
+    let path = a.peers.join(script);
+    eprintln!("running {} ...", path.display());
+    let output = std::process::Command::new(python)
+        .arg(&path)
+        .env("NTASKS", sizes.noop_tasks.to_string())
+        .env("NLAT", sizes.latency_samples.to_string())
+        .env("REPS", "3")
+        .output();
+    match output {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let last = text.lines().last().unwrap_or("");
+            serde_json::from_str(last).ok()
+        }
+        Ok(o) => {
+            eprintln!(
+                "{script}: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("{script}: {e}");
+            None
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    id: &'static str,
+    workload: &str,
+    metric: &str,
+    plexus: Option<f64>,
+    against: Option<f64>,
+    against_what: &str,
+    target: &str,
+    met: bool,
+) -> Row {
+    Row {
+        id,
+        workload: workload.into(),
+        metric: metric.into(),
+        plexus,
+        against,
+        against_what: against_what.into(),
+        target: target.into(),
+        ratio: None,
+        met: Some(met),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row_against(
+    id: &'static str,
+    workload: &str,
+    metric: &str,
+    plexus: f64,
+    against: Option<f64>,
+    against_what: &str,
+    target: &str,
+    ratio: Option<f64>,
+    meets: impl Fn(f64) -> bool,
+) -> Row {
+    Row {
+        id,
+        workload: workload.into(),
+        metric: metric.into(),
+        plexus: Some(plexus),
+        against,
+        against_what: if against.is_some() {
+            against_what.into()
+        } else {
+            format!("{against_what} (not run: give --python)")
+        },
+        target: target.into(),
+        ratio,
+        met: ratio.map(meets),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let figure = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.2}"));
+    println!("| # | workload | metric | Plexus | against | figure | target | ratio | met |");
+    println!("| --- | --- | --- | ---: | --- | ---: | --- | ---: | --- |");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.id,
+            r.workload,
+            r.metric,
+            figure(r.plexus),
+            r.against_what,
+            figure(r.against),
+            r.target,
+            r.ratio.map_or("—".to_owned(), |v| format!("{v:.2}×")),
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "—",
+            }
+        );
+    }
+}

@@ -65,21 +65,31 @@ pub enum TaskRequest {
     },
 }
 
+/// Output bytes a result may carry inline (small outputs: a tile, a noop's
+/// empty stdout), sparing the requester a blob request per output.
+pub const INLINE_OUTPUT_BYTES_MAX: u64 = 256 << 10;
+const _: () = assert!(INLINE_OUTPUT_BYTES_MAX * 2 < CONTROL_MESSAGE_BYTES_MAX);
+
+/// An output's bytes sent with its result; checked against the hash the
+/// signed result names, like any blob.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InlineOutput {
+    pub hash: BlobHash,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TaskResponse {
-    Done(SignedResult),
+    /// The signed result, and the bytes of its outputs that fit
+    /// INLINE_OUTPUT_BYTES_MAX together (the others are fetched as blobs).
+    Done(SignedResult, Vec<InlineOutput>),
     /// The provider would not take the task (busy, limits); try elsewhere.
-    Refused {
-        reason: String,
-    },
+    Refused { reason: String },
     /// The provider took it but could not run it (fetch failed, sandbox error).
-    Failed {
-        reason: String,
-    },
+    Failed { reason: String },
     /// The answer to a cancel: how many attempts were stopped.
-    Cancelled {
-        count: u32,
-    },
+    Cancelled { count: u32 },
 }
 
 /// What a provider attests: everything that identifies the task, and what it

@@ -439,6 +439,43 @@ pub(crate) struct CheatState {
 }
 
 impl RunJob {
+    /// The outputs that travel with the result, smallest first, up to
+    /// INLINE_OUTPUT_BYTES_MAX together.
+    fn inline_outputs(&self, outputs: &[types::OutputFile]) -> Vec<wire::InlineOutput> {
+        let mut by_size: Vec<&types::OutputFile> = outputs.iter().collect();
+        by_size.sort_by_key(|o| o.size_bytes);
+        let mut budget = wire::INLINE_OUTPUT_BYTES_MAX;
+        let mut inline = Vec::new();
+        for output in by_size {
+            if output.size_bytes > budget {
+                break;
+            }
+            if inline
+                .iter()
+                .any(|i: &wire::InlineOutput| i.hash == output.hash)
+            {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(self.blobs.path(&output.hash)) else {
+                break;
+            };
+            budget -= output.size_bytes;
+            #[cfg(feature = "adversary")]
+            let bytes = if self.misbehave == Some(Misbehaviour::BadOutput) {
+                let mut bytes = bytes;
+                bytes.push(b'!');
+                bytes
+            } else {
+                bytes
+            };
+            inline.push(wire::InlineOutput {
+                hash: output.hash,
+                bytes,
+            });
+        }
+        inline
+    }
+
     /// Runs the task; the response with the fuel it used and how it ended.
     async fn run(&self) -> Result<(TaskResponse, u64, String), String> {
         let t = &self.task;
@@ -503,7 +540,8 @@ impl RunJob {
         {
             *byte ^= 0xff;
         }
-        Ok((TaskResponse::Done(signed), fuel, outcome))
+        let inline = self.inline_outputs(&body.outputs);
+        Ok((TaskResponse::Done(signed, inline), fuel, outcome))
     }
 }
 

@@ -1726,7 +1726,26 @@ async fn run_remote(
         }
     };
     let signed = match response {
-        TaskResponse::Done(signed) => signed,
+        TaskResponse::Done(signed, inline) => {
+            // Inline outputs go to the store like fetched blobs: by hash,
+            // refused when the bytes do not match.
+            for output in inline {
+                if blobs.contains(&output.hash) {
+                    continue;
+                }
+                let actual = BlobHash::of(&output.bytes);
+                if actual != output.hash {
+                    return TaskDone::Rejected(format!(
+                        "inline output {} from {peer} arrived with hash {actual}: refused",
+                        output.hash
+                    ));
+                }
+                if let Err(e) = blobs.put_bytes(&output.bytes) {
+                    return retry(format!("store an inline output: {e}"));
+                }
+            }
+            signed
+        }
         TaskResponse::Refused { reason } => return retry(format!("refused: {reason}")),
         TaskResponse::Failed { reason } => {
             return retry(format!("provider could not run it: {reason}"));

@@ -111,6 +111,7 @@ fn run(
     let mut rows = Vec::new();
 
     // B4 first: the provider must never have seen the module.
+    eprintln!("B4: cold start");
     let (requester, _provider) = network(processes, root.path(), "cold", 1)?;
     let client = Client::new(&requester.api);
     let tile = job_file(
@@ -145,6 +146,7 @@ fn run(
     ));
 
     // B1 and B2 on one provider with 2 slots, as the peers run 2 workers.
+    eprintln!("B1: {} noop tasks", sizes.noop_tasks);
     let (requester, _provider) = network(processes, root.path(), "b1", 2)?;
     let client = Client::new(&requester.api);
     let noop = job_file(
@@ -175,6 +177,7 @@ fn run(
         "one.toml",
         "name = \"one\"\nmodule = \"builtin:noop\"\n",
     )?;
+    eprintln!("B1: {} one-task jobs", sizes.latency_samples);
     let mut latencies: Vec<f64> = Vec::with_capacity(sizes.latency_samples);
     for _ in 0..sizes.latency_samples {
         latencies.push(ms(submit_and_wait(&client, &one)?.0));
@@ -224,6 +227,7 @@ fn run(
     for &per_side in sizes.mandel_per_side {
         let limit = if per_side <= 8 { 1.10 } else { 1.25 };
         let tiles = per_side * per_side;
+        eprintln!("B2: mandel-{tiles}");
         let mandel = job_file(
             root.path(),
             &format!("mandel-{tiles}.toml"),

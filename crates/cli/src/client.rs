@@ -14,6 +14,8 @@ pub fn default_api() -> String {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// For event streams, which last as long as their job.
+    stream_agent: ureq::Agent,
     /// `$PLEXUS_API_TOKEN`: what a node off this machine asks for.
     token: Option<String>,
 }
@@ -25,9 +27,15 @@ impl Client {
             .timeout_global(Some(std::time::Duration::from_secs(60)))
             .build()
             .into();
+        let stream_agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
+            stream_agent,
             token: std::env::var("PLEXUS_API_TOKEN").ok(),
         }
     }
@@ -71,7 +79,15 @@ impl Client {
 
     /// A streamed body (server-sent events), to read until the server ends it.
     pub fn get_stream(&self, path: &str) -> anyhow::Result<impl std::io::Read + use<>> {
-        Ok(self.get_response(path)?.into_body().into_reader())
+        let url = format!("{}{path}", self.base);
+        let mut request = self.stream_agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = request
+            .call()
+            .with_context(|| format!("cannot reach the node's API at {}", self.base))?;
+        Ok(self.check(path, response)?.into_body().into_reader())
     }
 
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {

@@ -22,8 +22,8 @@ use types::{Outcome, Trap};
 pub const QUEUED_TASKS_MAX: u32 = 4;
 /// Tasks one requester may hold here beyond the slots: with the slots
 /// taken in arrival order, no requester can crowd out the others by
-/// sending more than its credit window.
-pub const QUEUED_PER_REQUESTER_MAX: u32 = 1;
+/// sending far more than its credit window (slots + 1).
+pub const QUEUED_PER_REQUESTER_MAX: u32 = 2;
 const OFFER_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
@@ -331,7 +331,7 @@ impl Provider {
         if self.accepted >= self.config.slots + QUEUED_TASKS_MAX {
             return refuse(format!("busy: {} tasks accepted", self.accepted));
         }
-        // Cancelled tasks are on their way out and do not count.
+        // Cancelled and answered tasks are on their way out and do not count.
         let held = self
             .cancels
             .iter()
@@ -404,6 +404,10 @@ impl Provider {
                     (TaskResponse::Failed { reason }, None)
                 }
             };
+            // Answered: it no longer counts against its requester's share
+            // (the node learns it is done only after the answer is out, and
+            // the requester may send the next task first).
+            job.cancel.store(true, Ordering::Relaxed);
             let _ = job.net.respond_task(id, response).await;
             let _ = internal.send(Internal::ProviderDone(key, run)).await;
         });

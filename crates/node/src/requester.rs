@@ -181,8 +181,8 @@ pub(crate) enum TaskDone {
     Retry {
         reason: String,
         timed_out: bool,
-        /// The provider went away (disconnected): no fault of the task or,
-        /// as far as anyone can tell, of the provider.
+        /// The provider went away (disconnected) or was busy: no fault of
+        /// the task or, as far as anyone can tell, of the provider.
         lost: bool,
     },
     /// The provider cheated or garbled its answer: caught.
@@ -1746,7 +1746,14 @@ async fn run_remote(
             }
             signed
         }
-        TaskResponse::Refused { reason } => return retry(format!("refused: {reason}")),
+        // A refusal is back-pressure (busy, limits), not a fault.
+        TaskResponse::Refused { reason } => {
+            return TaskDone::Retry {
+                reason: format!("refused: {reason}"),
+                timed_out: false,
+                lost: true,
+            };
+        }
         TaskResponse::Failed { reason } => {
             return retry(format!("provider could not run it: {reason}"));
         }

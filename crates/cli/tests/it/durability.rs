@@ -2,7 +2,7 @@
 //! job up again on restart, without running a settled task again.
 
 use crate::Env;
-use crate::network::{NodeProcess, unverified, wait_until};
+use crate::network::{NodeProcess, fetch_named_result, unverified, wait_until};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,24 +68,6 @@ fn wait_for_end(requester: &NodeProcess, id: &str) -> Value {
     }
 }
 
-fn result_png(env: &Env, requester: &NodeProcess, id: &str, dir: &str, name: &str) -> Vec<u8> {
-    let output = env.plexus(&[
-        "job",
-        "results",
-        id,
-        "--out",
-        &env.path(dir),
-        "--api",
-        &requester.api,
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::read(env.path(&format!("{dir}/{name}.png"))).expect("result png")
-}
-
 #[test]
 fn requester_resumes_after_sigkill_at_ten_random_points() {
     let env = Env::new();
@@ -147,7 +129,7 @@ fn requester_resumes_after_sigkill_at_ten_random_points() {
         );
         assert_eq!(status["state"], "completed", "round {round}: {status}");
         assert_eq!(
-            result_png(&env, &requester, &id, &format!("net{round}"), "resume"),
+            fetch_named_result(&env, &requester, &id, &format!("net{round}"), "resume"),
             local_png,
             "round {round}: byte-identical to the undisturbed run"
         );

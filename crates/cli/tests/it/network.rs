@@ -339,6 +339,17 @@ pub(crate) fn fetch_result(
     dir: &str,
 ) -> Vec<u8> {
     let id = status["id"].as_str().expect("id");
+    fetch_named_result(env, requester, id, dir, "mandel")
+}
+
+/// `plexus job results` of job `id` into `dir`; the bytes of `name`.png.
+pub(crate) fn fetch_named_result(
+    env: &Env,
+    requester: &NodeProcess,
+    id: &str,
+    dir: &str,
+    name: &str,
+) -> Vec<u8> {
     let output = env.plexus(&[
         "job",
         "results",
@@ -353,7 +364,7 @@ pub(crate) fn fetch_result(
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    std::fs::read(env.path(&format!("{dir}/mandel.png"))).expect("result png")
+    std::fs::read(env.path(&format!("{dir}/{name}.png"))).expect("result png")
 }
 
 #[test]

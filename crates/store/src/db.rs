@@ -14,6 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use types::{BlobHash, OutputFile};
 
+/// How long a write waits for another connection's lock before failing.
+const DB_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Db {
     conn: Connection,
 }
@@ -116,6 +119,10 @@ impl Db {
             .map_err(sql("enable WAL"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql("set synchronous"))?;
+        // The node has two connections (requester and provider) and a
+        // reader may look in from outside: a locked moment is waited out.
+        conn.busy_timeout(DB_BUSY_TIMEOUT)
+            .map_err(sql("set the busy timeout"))?;
         Self::create(conn)
     }
 

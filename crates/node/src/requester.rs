@@ -1733,15 +1733,18 @@ async fn run_remote(
                 if blobs.contains(&output.hash) {
                     continue;
                 }
-                let actual = BlobHash::of(&output.bytes);
-                if actual != output.hash {
-                    return TaskDone::Rejected(format!(
-                        "inline output {} from {peer} arrived with hash {actual}: refused",
-                        output.hash
-                    ));
-                }
-                if let Err(e) = blobs.put_bytes(&output.bytes) {
-                    return retry(format!("store an inline output: {e}"));
+                // The store's writer checks the bytes against the hash,
+                // as for a fetched blob.
+                let stored = blobs.writer().and_then(|mut w| {
+                    w.write(&output.bytes)?;
+                    w.finish(&output.hash)
+                });
+                match stored {
+                    Ok(()) => {}
+                    Err(e @ store::StoreError::HashMismatch { .. }) => {
+                        return TaskDone::Rejected(format!("inline output from {peer}: {e}"));
+                    }
+                    Err(e) => return retry(format!("store an inline output: {e}")),
                 }
             }
             signed

@@ -448,10 +448,14 @@ impl Requester {
                 r.tasks
             ));
         }
-        for hash in std::iter::once(&r.module).chain(r.inputs.iter().map(|(_, h)| h)) {
-            if r.end.is_none() && !self.blobs.contains(hash) {
-                return Err(format!("blob {hash} is gone from the store"));
-            }
+        // A job taken up again needs its module and inputs; a finished one
+        // is only listed.
+        if r.end.is_none()
+            && let Some(gone) = std::iter::once(&r.module)
+                .chain(r.inputs.iter().map(|(_, h)| h))
+                .find(|h| !self.blobs.contains(h))
+        {
+            return Err(format!("blob {gone} is gone from the store"));
         }
         let mut verifier = verifier_for(&job)?;
         let elapsed = Duration::from_millis(now_ms().saturating_sub(r.submitted_at_ms));
@@ -484,16 +488,19 @@ impl Requester {
                 Duration::from_millis(end.finished_at_ms.saturating_sub(r.submitted_at_ms));
             state.finished = Some(state.started + ran_for);
         }
-        let abandoned = self
-            .db
-            .abandon_open_attempts(&r.id, "the requester restarted")
-            .map_err(|e| e.to_string())?;
+        if state.state == State::Running {
+            // Executions out when the node stopped will never be answered.
+            state.retries = self
+                .db
+                .abandon_open_attempts(&r.id, "the requester restarted")
+                .map_err(|e| e.to_string())?;
+        }
+        // Attempt numbers go on from the highest used (and count executions).
         for (task, attempt) in self.db.last_attempts(&r.id).map_err(|e| e.to_string())? {
             if let Some(a) = state.attempts.get_mut(task as usize) {
                 *a = attempt;
             }
         }
-        state.retries = abandoned;
         for t in self.db.settled_tasks(&r.id).map_err(|e| e.to_string())? {
             let i = t.task as usize;
             if i >= state.settled.len() || state.settled[i] {

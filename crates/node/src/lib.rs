@@ -183,6 +183,13 @@ pub(crate) enum Internal {
     ProviderDone(provider::TaskKey, Option<store::Run>),
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Writes a secret readable by its owner only, whole or not at all
 /// (a temporary file renamed into place).
 fn write_secret(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -241,9 +241,6 @@ impl Provider {
             return;
         }
         self.next_offer = Instant::now() + OFFER_INTERVAL;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let status = self.status();
         let offer = Offer {
             cores: self.cores,
@@ -253,7 +250,7 @@ impl Provider {
             price_per_gfuel: self.config.price_per_gfuel,
             fuel_per_sec: self.fuel_per_sec,
             engine: self.sandbox.engine_identity().to_owned(),
-            expires_at_ms: now_ms + wire::OFFER_TTL_MS,
+            expires_at_ms: crate::now_ms() + wire::OFFER_TTL_MS,
         };
         let _ = net.publish_offer(offer).await;
     }
@@ -393,9 +390,7 @@ impl Provider {
                         attempt: job.task.attempt,
                         fuel,
                         outcome,
-                        finished_at_ms: std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
+                        finished_at_ms: crate::now_ms(),
                     };
                     (response, Some(run))
                 }

@@ -8,7 +8,7 @@
 //! executions it asks for, runs a task itself when results disagree, keeps
 //! the evidence, and persists each provider's record.
 
-use crate::{Internal, Metrics, NodeError, blobs, provider};
+use crate::{Internal, Metrics, NodeError, blobs, now_ms, provider};
 use net::wire::{self, Offer, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
 use net::{NetHandle, PeerId};
 use sandbox::{Sandbox, SandboxConfig};
@@ -1520,12 +1520,6 @@ fn backoff(failed: u32) -> Duration {
     RETRY_BACKOFF
         .saturating_mul(1 << failed.saturating_sub(1).min(16))
         .min(RETRY_BACKOFF_MAX)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Links (or copies) a task's output blobs into its directory.

@@ -256,17 +256,18 @@ impl Provider {
     }
 
     /// Stops the attempts `from` names of its job (all of them when none is
-    /// named); returns how many were still held here.
-    fn cancel(&mut self, from: &PeerId, job_id: &str, attempts: &[(u64, u32)]) -> u32 {
+    /// named; every job's when no job is); returns how many were still held here.
+    fn cancel(&mut self, from: &PeerId, job_id: Option<&str>, attempts: &[(u64, u32)]) -> u32 {
         let mut count = 0;
         for ((requester, job, task, attempt), flag) in &self.cancels {
-            let named = attempts.is_empty() || attempts.contains(&(*task, *attempt));
-            if requester == from && job == job_id && named && !flag.swap(true, Ordering::Relaxed) {
+            let named = job_id.is_none_or(|j| j == job)
+                && (attempts.is_empty() || attempts.contains(&(*task, *attempt)));
+            if requester == from && named && !flag.swap(true, Ordering::Relaxed) {
                 count += 1;
             }
         }
         if count > 0 {
-            tracing::info!(target: "plexus::provider", job = %job_id, "{count} tasks cancelled by {from}");
+            tracing::info!(target: "plexus::provider", job = ?job_id, "{count} tasks cancelled by {from}");
         }
         count
     }
@@ -274,15 +275,7 @@ impl Provider {
     /// A requester gone (disconnected) will never read its answers: its
     /// tasks here stop. Should it come back, it sends them again.
     pub fn on_requester_gone(&mut self, requester: &PeerId) {
-        let jobs: std::collections::BTreeSet<String> = self
-            .cancels
-            .keys()
-            .filter(|(r, ..)| r == requester)
-            .map(|(_, job, ..)| job.clone())
-            .collect();
-        for job in jobs {
-            self.cancel(requester, &job, &[]);
-        }
+        self.cancel(requester, None, &[]);
     }
 
     /// A slot is free again; `run` is what it ran, when it answered with a result.
@@ -309,7 +302,7 @@ impl Provider {
         let task = match request {
             TaskRequest::Run(task) => task,
             TaskRequest::Cancel { job_id, attempts } => {
-                let count = self.cancel(&from, &job_id, &attempts);
+                let count = self.cancel(&from, Some(&job_id), &attempts);
                 let net = net.clone();
                 tokio::spawn(async move {
                     let _ = net

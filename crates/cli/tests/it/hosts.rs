@@ -33,6 +33,41 @@ fn provider_on(env: &Env, lab: &Lab, host: &Host, requester: &str) -> NodeProces
     NodeProcess::start_on(env, lab, host, &args)
 }
 
+/// A requester host and provider hosts with a one-slot provider each, every
+/// offer seen. Fields drop in order: the processes before the lab.
+struct Network {
+    providers: Vec<NodeProcess>,
+    hosts: Vec<Host>,
+    requester: NodeProcess,
+    requester_host: Host,
+    lab: Lab,
+}
+
+fn network(env: &Env, provider_count: usize) -> Network {
+    let mut lab = Lab::new().expect("a lab of network namespaces (needs root)");
+    let requester_host = lab.add_host("requester").expect("host");
+    let requester = requester_on(env, &lab, &requester_host);
+    let hosts: Vec<Host> = (0..provider_count)
+        .map(|i| lab.add_host(&format!("p{i}")).expect("host"))
+        .collect();
+    let providers: Vec<NodeProcess> = hosts
+        .iter()
+        .map(|h| provider_on(env, &lab, h, &requester.tcp))
+        .collect();
+    wait_until(
+        &format!("{provider_count} offers"),
+        Duration::from_secs(30),
+        || requester.offers() >= provider_count,
+    );
+    Network {
+        providers,
+        hosts,
+        requester,
+        requester_host,
+        lab,
+    }
+}
+
 /// Follows a job to its end; `during` sees each status on the way.
 fn follow(node: &NodeProcess, id: &str, limit: Duration, mut during: impl FnMut(&Value)) -> Value {
     let started = Instant::now();
@@ -70,18 +105,14 @@ fn a_requester_cut_off_from_every_provider_for_20_s_finishes_once_the_network_he
     env.run_job(&job, &env.path("local"), &[]);
     let local = std::fs::read(env.path("local/partition.png")).expect("local png");
 
-    let mut lab = Lab::new().expect("a lab of network namespaces (needs root)");
-    let requester_host = lab.add_host("requester").expect("host");
-    let requester = requester_on(&env, &lab, &requester_host);
-    let providers: Vec<NodeProcess> = (0..3)
-        .map(|i| {
-            let host = lab.add_host(&format!("p{i}")).expect("host");
-            provider_on(&env, &lab, &host, &requester.tcp)
-        })
-        .collect();
-    wait_until("three offers", Duration::from_secs(30), || {
-        requester.offers() >= 3
-    });
+    // Bound lab first, so it is dropped last, after the processes.
+    let Network {
+        lab,
+        requester_host,
+        requester,
+        providers,
+        ..
+    } = network(&env, 3);
 
     let id = requester.submit(&job);
     let mut done_at_cut = 0;
@@ -188,24 +219,15 @@ fn a_job_survives_providers_churning_every_two_seconds_across_hosts() {
     env.run_job(&job, &env.path("local"), &[]);
     let local = std::fs::read(env.path("local/churn.png")).expect("local png");
 
-    let mut lab = Lab::new().expect("a lab of network namespaces (needs root)");
-    let requester_host = lab.add_host("requester").expect("host");
-    let requester = requester_on(&env, &lab, &requester_host);
-    let hosts: Vec<Host> = (0..6)
-        .map(|i| lab.add_host(&format!("p{i}")).expect("host"))
-        .collect();
-    let mut providers: Vec<Option<NodeProcess>> = hosts
-        .iter()
-        .map(|h| Some(provider_on(&env, &lab, h, &requester.tcp)))
-        .collect();
-    let peer_ids: Vec<String> = providers
-        .iter()
-        .flatten()
-        .map(|p| p.peer_id.clone())
-        .collect();
-    wait_until("six offers", Duration::from_secs(30), || {
-        requester.offers() >= 6
-    });
+    let Network {
+        lab,
+        requester,
+        hosts,
+        providers,
+        ..
+    } = network(&env, 6);
+    let peer_ids: Vec<String> = providers.iter().map(|p| p.peer_id.clone()).collect();
+    let mut providers: Vec<Option<NodeProcess>> = providers.into_iter().map(Some).collect();
 
     // A first run builds the providers' records and module caches; the
     // second is the calm run the churn is compared with.
@@ -296,19 +318,13 @@ fn a_job_survives_providers_churning_every_two_seconds_across_hosts() {
 fn a_provider_cut_off_mid_job_has_its_tasks_sent_elsewhere() {
     let env = Env::new();
     let job = unverified(&env, &crate::render_job(&env, "cut", 1600, 600, 2));
-    let mut lab = Lab::new().expect("a lab of network namespaces (needs root)");
-    let requester_host = lab.add_host("requester").expect("host");
-    let requester = requester_on(&env, &lab, &requester_host);
-    let hosts: Vec<Host> = (0..2)
-        .map(|i| lab.add_host(&format!("p{i}")).expect("host"))
-        .collect();
-    let providers: Vec<NodeProcess> = hosts
-        .iter()
-        .map(|h| provider_on(&env, &lab, h, &requester.tcp))
-        .collect();
-    wait_until("two offers", Duration::from_secs(30), || {
-        requester.offers() >= 2
-    });
+    let Network {
+        lab,
+        requester,
+        hosts,
+        providers,
+        ..
+    } = network(&env, 2);
     let id = requester.submit(&job);
     wait_until("the job under way", Duration::from_secs(60), || {
         requester.get(&format!("/api/jobs/{id}"))["tasks_done"]

@@ -276,17 +276,22 @@ pub struct Assembled {
 /// Runs a job's assemble step over its tasks' output directories.
 pub fn assemble_job(
     job: &Job,
-    task_dir: impl Fn(u64) -> PathBuf,
+    task_files: impl Fn(u64) -> Result<Vec<(String, PathBuf)>, String>,
     out: &Path,
 ) -> Result<Assembled, AssembleError> {
     match job.assemble.kind {
         AssembleKind::TilesPng => {
             let mut canvas: Option<Canvas> = None;
             for index in 0..job.task_count() {
-                let path = task_dir(index).join(&job.assemble.file);
                 let task_error = |message: String| AssembleError::Task { index, message };
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| task_error(format!("no `{}`: {e}", job.assemble.file)))?;
+                let files = task_files(index).map_err(task_error)?;
+                let path = files
+                    .iter()
+                    .find(|(name, _)| *name == job.assemble.file)
+                    .map(|(_, path)| path)
+                    .ok_or_else(|| task_error(format!("no `{}`", job.assemble.file)))?;
+                let bytes = std::fs::read(path)
+                    .map_err(|e| task_error(format!("read `{}`: {e}", job.assemble.file)))?;
                 let placed = match canvas.as_mut() {
                     None => Canvas::from_first_tile(&bytes).map(|c| canvas = Some(c)),
                     Some(c) => c.place(&bytes),
@@ -304,13 +309,24 @@ pub fn assemble_job(
         }
         AssembleKind::None => {
             let target = out.join("tasks");
+            std::fs::create_dir_all(&target).map_err(|e| AssembleError::Write {
+                path: target.display().to_string(),
+                message: e.to_string(),
+            })?;
             for index in 0..job.task_count() {
-                let from = task_dir(index);
+                let task_error = |message: String| AssembleError::Task { index, message };
                 let to = target.join(index.to_string());
-                copy_tree(&from, &to).map_err(|e| AssembleError::Task {
-                    index,
-                    message: format!("copy outputs: {e}"),
-                })?;
+                for (name, from) in task_files(index).map_err(task_error)? {
+                    // A task that printed nothing has no `stdout` file here,
+                    // and a task with no files no directory: ten thousand
+                    // tasks that print nothing are not ten thousand empty
+                    // directories.
+                    if name == STDOUT_FILE && std::fs::metadata(&from).is_ok_and(|m| m.len() == 0) {
+                        continue;
+                    }
+                    link_or_copy(&from, &to.join(&name))
+                        .map_err(|e| task_error(format!("output {name}: {e}")))?;
+                }
             }
             Ok(Assembled {
                 path: target,
@@ -320,18 +336,47 @@ pub fn assemble_job(
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        } else if kind.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
+/// The file that holds a task's standard output (the sandbox's name for it).
+const STDOUT_FILE: &str = "stdout";
+
+/// A hard link where the file system allows one (outputs are immutable
+/// blobs), a copy otherwise.
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)?;
     }
     Ok(())
+}
+
+/// The files under `dir`, by their path relative to it (`a/b.txt`): a
+/// task's outputs when they are kept as a directory.
+pub fn files_in(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut files = Vec::new();
+    let mut pending = vec![(dir.to_path_buf(), String::new())];
+    while let Some((path, prefix)) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let kind = entry.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
+                pending.push((entry.path(), rel));
+            } else if kind.is_file() {
+                files.push((rel, entry.path()));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -128,6 +128,7 @@ pub fn exec(a: ExecArgs, data_dir: &Path) -> anyhow::Result<u8> {
             limits,
             entry: a.entry.as_deref(),
             allow_missing_imports: a.allow_missing_imports,
+            hold_bytes_max: 0,
         },
     )?;
 

@@ -168,7 +168,11 @@ pub fn run(a: RunArgs, data_dir: &Path) -> anyhow::Result<u8> {
         return Ok(crate::EXIT_TASK_FAILED);
     }
 
-    let result = assemble::assemble_job(&job, |i| task_dir(scratch.path(), i), &a.out)?;
+    let result = assemble::assemble_job(
+        &job,
+        |i| assemble::files_in(&task_dir(scratch.path(), i)),
+        &a.out,
+    )?;
     let secs = wall.as_secs_f64().max(1e-9);
     let summary = serde_json::json!({
         "job": job.name,
@@ -238,6 +242,7 @@ impl WorkerCtx<'_> {
                     limits: self.job.limits,
                     entry: self.job.entry.as_deref(),
                     allow_missing_imports: false,
+                    hold_bytes_max: 0,
                 },
             );
             if results.send(Finished { index, result }).is_err() {

@@ -254,7 +254,14 @@ pub async fn spawn(
             })
         })
         .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                // Every peer speaks every protocol of ours: a request goes out
+                // with its protocol's name instead of after a round trip that
+                // confirms it (multistream-select V1 lazy), a whole round trip
+                // less per task and per blob chunk.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
 
     let topic = gossipsub::IdentTopic::new(wire::OFFER_TOPIC);

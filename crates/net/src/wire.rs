@@ -52,9 +52,21 @@ pub struct TaskAssignment {
 /// Attempts one cancel message may name; more go in several messages.
 pub const CANCEL_ATTEMPTS_MAX: usize = 1024;
 
+/// Tasks one request may carry ([`TaskRequest::RunBatch`]): short tasks go
+/// several to a message, so the round trip, the substream and the handoff
+/// to a sandbox thread are paid once per batch instead of once per task.
+pub const BATCH_TASKS_MAX: usize = 64;
+/// What a batch's request and its answer may hold, by the sender's
+/// estimate (an assignment's or a result's strings, plus a margin per
+/// item); the message limit stays the hard bound.
+pub const BATCH_BYTES_BUDGET: u64 = CONTROL_MESSAGE_BYTES_MAX / 2;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TaskRequest {
     Run(TaskAssignment),
+    /// Several tasks of one requester, run one after the other on one slot;
+    /// answered with [`TaskResponse::Batch`], one answer per task in order.
+    RunBatch(Vec<TaskAssignment>),
     /// The requester no longer wants these attempts of its job (task,
     /// attempt), or, when the list is empty, any of the job's tasks: the
     /// provider stops them, queued or running. Only the requester that sent
@@ -90,6 +102,43 @@ pub enum TaskResponse {
     Failed { reason: String },
     /// The answer to a cancel: how many attempts were stopped.
     Cancelled { count: u32 },
+    /// The answers to a [`TaskRequest::RunBatch`], in its order; inline
+    /// outputs share one INLINE_OUTPUT_BYTES_MAX across the batch.
+    Batch(Vec<TaskResponse>),
+}
+
+impl TaskAssignment {
+    /// A generous estimate of its encoded size, for [`BATCH_BYTES_BUDGET`].
+    pub fn size_estimate(&self) -> u64 {
+        let strings: usize = self.job_id.len()
+            + self.program.len()
+            + self.args.iter().map(|a| a.len() + 2).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + self.inputs.iter().map(|(n, _)| n.len() + 40).sum::<usize>()
+            + self.entry.as_ref().map_or(0, |e| e.len());
+        strings as u64 + 256
+    }
+}
+
+impl ResultBody {
+    /// A generous estimate of its signed, encoded size (without inline
+    /// outputs), for [`BATCH_BYTES_BUDGET`].
+    pub fn size_estimate(&self) -> u64 {
+        let strings: usize = self.job_id.len()
+            + self.engine.len()
+            + self.stderr_tail.len()
+            + self.inputs.iter().map(|(n, _)| n.len() + 40).sum::<usize>()
+            + self
+                .outputs
+                .iter()
+                .map(|o| o.name.len() + 56)
+                .sum::<usize>();
+        strings as u64 + 512
+    }
 }
 
 /// What a provider attests: everything that identifies the task, and what it

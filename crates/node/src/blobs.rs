@@ -11,7 +11,7 @@ use types::BlobHash;
 
 /// Why a fetch failed: a peer that sent bytes not matching the hash lied.
 #[derive(Debug)]
-pub(crate) enum FetchError {
+pub enum FetchError {
     Mismatch(String),
     Other(String),
 }
@@ -25,7 +25,7 @@ impl std::fmt::Display for FetchError {
 }
 
 /// Serves a chunk; `corrupt` (test builds only) flips its first byte.
-pub(crate) fn serve(
+pub fn serve(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
     metrics: &Arc<crate::Metrics>,
@@ -73,8 +73,15 @@ pub(crate) fn serve(
     });
 }
 
-/// Fetches a blob from `peer` unless the store has it already.
-pub(crate) async fn fetch(
+/// Chunk requests one fetch keeps in flight: enough to fill a fast link
+/// (one at a time, each chunk waits for a round trip), and a bound on the
+/// memory a fetch holds (this many chunks).
+pub const FETCH_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Fetches a blob from `peer` unless the store has it already: the first
+/// chunk says its size, the others are asked for several at a time and
+/// written in order; every chunk must be exactly as long as its place.
+pub async fn fetch(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
     metrics: &crate::Metrics,
@@ -82,35 +89,54 @@ pub(crate) async fn fetch(
     hash: BlobHash,
 ) -> Result<(), FetchError> {
     use FetchError::Other;
+    use futures::StreamExt;
     if blobs.contains(&hash) {
         return Ok(());
     }
     let mut writer = blobs.writer().map_err(|e| Other(e.to_string()))?;
-    let mut offset = 0u64;
-    loop {
-        let response = net
-            .fetch_blob_chunk(peer, BlobRequest { hash, offset })
-            .await
-            .map_err(|e| Other(e.to_string()))?;
-        let (total_bytes, bytes) = match response {
-            BlobResponse::Chunk { total_bytes, bytes } => (total_bytes, bytes),
-            BlobResponse::NotFound => {
-                return Err(Other(format!("{peer} does not have blob {hash}")));
+    let chunk = |offset: u64| {
+        let net = net.clone();
+        async move {
+            let response = net
+                .fetch_blob_chunk(peer, BlobRequest { hash, offset })
+                .await
+                .map_err(|e| Other(e.to_string()))?;
+            match response {
+                BlobResponse::Chunk { total_bytes, bytes } => Ok((offset, total_bytes, bytes)),
+                BlobResponse::NotFound => Err(Other(format!("{peer} does not have blob {hash}"))),
             }
-        };
-        if total_bytes > store::BLOB_BYTES_MAX || bytes.len() as u64 > BLOB_CHUNK_BYTES_MAX {
-            return Err(FetchError::Mismatch(format!(
-                "{peer} sent an oversized blob {hash}"
-            )));
         }
-        if bytes.is_empty() && offset < total_bytes {
-            return Err(Other(format!("{peer} sent an empty chunk of blob {hash}")));
+    };
+    let (_, total_bytes, first) = chunk(0).await?;
+    if total_bytes > store::BLOB_BYTES_MAX {
+        return Err(FetchError::Mismatch(format!(
+            "{peer} sent an oversized blob {hash}"
+        )));
+    }
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    // The first chunk covers the start; the others are asked for from here.
+    let mut next = BLOB_CHUNK_BYTES_MAX.min(total_bytes);
+    let mut pending = Some(Ok((0, total_bytes, first)));
+    loop {
+        let (offset, total, bytes) = match pending.take() {
+            Some(r) => r?,
+            None => match in_flight.next().await {
+                Some(r) => r?,
+                None => break,
+            },
+        };
+        let expected = (total_bytes - offset).min(BLOB_CHUNK_BYTES_MAX);
+        if total != total_bytes || bytes.len() as u64 != expected {
+            return Err(FetchError::Mismatch(format!(
+                "{peer} sent a chunk of blob {hash} at {offset} of {} bytes, expected {expected}",
+                bytes.len()
+            )));
         }
         writer.write(&bytes).map_err(|e| Other(e.to_string()))?;
         metrics.blob("in", bytes.len() as u64);
-        offset += bytes.len() as u64;
-        if offset >= total_bytes {
-            break;
+        while next < total_bytes && in_flight.len() < FETCH_CHUNKS_IN_FLIGHT {
+            in_flight.push_back(chunk(next));
+            next += BLOB_CHUNK_BYTES_MAX;
         }
     }
     writer.finish(&hash).map_err(|e| {

@@ -6,7 +6,7 @@
 //! Jobs, attempts and accepted results are in SQLite, written before they
 //! count: a node killed at any moment takes its jobs up again on restart.
 
-mod blobs;
+pub mod blobs;
 mod metrics;
 mod provider;
 mod requester;
@@ -179,8 +179,9 @@ impl NodeHandle {
 /// Things that finished off the node task and come back to it.
 pub(crate) enum Internal {
     Requester(requester::Completion),
-    /// A provider slot is free again; what it ran, if it answered with a result.
-    ProviderDone(provider::TaskKey, Option<store::Run>),
+    /// A provider's request (one slot) is done: each task, and what it ran
+    /// if it answered with a result.
+    ProviderDone(u64, Vec<(provider::TaskKey, Option<store::Run>)>),
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
@@ -504,9 +505,9 @@ impl Node {
     fn on_internal(&mut self, done: Internal) {
         match done {
             Internal::Requester(c) => self.requester.on_completion(c),
-            Internal::ProviderDone(key, run) => {
+            Internal::ProviderDone(request, tasks) => {
                 if let Some(p) = &mut self.provider {
-                    p.on_done(key, run);
+                    p.on_done(request, tasks);
                 }
             }
         }

@@ -5,7 +5,7 @@
 use crate::{Internal, NodeError, blobs};
 use net::wire::{self, Offer, ResultBody, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
 use net::{InboundId, Keypair, NetHandle, PeerId};
-use sandbox::{InputDir, Sandbox, SandboxConfig, TaskRun};
+use sandbox::{HeldOutput, InputDir, Sandbox, SandboxConfig, TaskRun};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -143,6 +143,11 @@ pub(crate) struct Provider {
     config: ProviderConfig,
     /// The cancel flag of every task accepted and not yet answered.
     cancels: HashMap<TaskKey, Arc<AtomicBool>>,
+    /// Every request (a task or a batch) holding a slot or waiting for
+    /// one: its requester, and whether it has been answered.
+    requests: HashMap<u64, (PeerId, Arc<AtomicBool>)>,
+    next_request: u64,
+    scratch: Arc<ScratchDirs>,
     /// What it ran and is owed, kept across restarts.
     db: store::Db,
     keypair: Keypair,
@@ -151,7 +156,6 @@ pub(crate) struct Provider {
     sandbox_nan_canonical: Arc<Sandbox>,
     slots: Arc<Semaphore>,
     accepted: u32,
-    work_dir: PathBuf,
     fuel_per_sec: u64,
     fuel_used: Arc<AtomicU64>,
     tasks_run: u64,
@@ -191,6 +195,9 @@ impl Provider {
         let totals = db.run_totals()?;
         Ok(Provider {
             cancels: HashMap::new(),
+            requests: HashMap::new(),
+            next_request: 0,
+            scratch: Arc::new(ScratchDirs::new(work_dir.clone())),
             db,
             slots: Arc::new(Semaphore::new(config.slots as usize)),
             config,
@@ -199,7 +206,6 @@ impl Provider {
             sandbox,
             sandbox_nan_canonical,
             accepted: 0,
-            work_dir,
             fuel_per_sec,
             fuel_used: Arc::new(AtomicU64::new(totals.fuel)),
             tasks_run: totals.tasks,
@@ -278,16 +284,25 @@ impl Provider {
         self.cancel(requester, None, &[]);
     }
 
-    /// A slot is free again; `run` is what it ran, when it answered with a result.
-    pub fn on_done(&mut self, key: TaskKey, run: Option<store::Run>) {
-        self.cancels.remove(&key);
+    /// A request's slot is free again; for each of its tasks, what it ran
+    /// when it answered with a result (recorded in one transaction).
+    pub fn on_done(&mut self, request: u64, tasks: Vec<(TaskKey, Option<store::Run>)>) {
+        self.requests.remove(&request);
         self.accepted = self.accepted.saturating_sub(1);
-        let Some(run) = run else {
-            return;
-        };
-        self.tasks_run += 1;
-        if let Err(e) = self.db.insert_run(&run) {
-            tracing::error!(target: "plexus::provider", job = %run.job, task = run.task, "cannot record a run: {e}");
+        let recorded = self.db.transaction(|db| {
+            for (key, run) in &tasks {
+                self.cancels.remove(key);
+                let Some(run) = run else {
+                    continue;
+                };
+                self.tasks_run += 1;
+                if let Err(e) = db.insert_run(run) {
+                    tracing::error!(target: "plexus::provider", job = %run.job, task = run.task, "cannot record a run: {e}");
+                }
+            }
+        });
+        if let Err(e) = recorded {
+            tracing::error!(target: "plexus::provider", "cannot record runs: {e}");
         }
     }
 
@@ -299,8 +314,9 @@ impl Provider {
         net: &NetHandle,
         internal: &mpsc::Sender<Internal>,
     ) {
-        let task = match request {
-            TaskRequest::Run(task) => task,
+        let (tasks, single) = match request {
+            TaskRequest::Run(task) => (vec![task], true),
+            TaskRequest::RunBatch(tasks) => (tasks, false),
             TaskRequest::Cancel { job_id, attempts } => {
                 let count = self.cancel(&from, Some(&job_id), &attempts);
                 let net = net.clone();
@@ -318,21 +334,32 @@ impl Provider {
                 let _ = net.respond_task(id, TaskResponse::Refused { reason }).await;
             });
         };
-        if self.accepted >= self.config.slots + QUEUED_TASKS_MAX {
-            return refuse(format!("busy: {} tasks accepted", self.accepted));
+        if tasks.is_empty() || tasks.len() > wire::BATCH_TASKS_MAX {
+            return refuse(format!(
+                "a batch of {} tasks (1 to BATCH_TASKS_MAX = {})",
+                tasks.len(),
+                wire::BATCH_TASKS_MAX
+            ));
         }
-        // Cancelled and answered tasks are on their way out and do not count.
+        // A request takes one slot, whatever its number of tasks.
+        if self.accepted >= self.config.slots + QUEUED_TASKS_MAX {
+            return refuse(format!("busy: {} requests accepted", self.accepted));
+        }
+        // Answered requests are on their way out and do not count.
         let held = self
-            .cancels
-            .iter()
-            .filter(|((r, ..), cancelled)| *r == from && !cancelled.load(Ordering::Relaxed))
+            .requests
+            .values()
+            .filter(|(r, answered)| *r == from && !answered.load(Ordering::Relaxed))
             .count() as u32;
         if held >= self.config.slots + QUEUED_PER_REQUESTER_MAX {
             return refuse(format!(
-                "busy: {held} of your tasks accepted, the most one requester may hold here"
+                "busy: {held} of your requests accepted, the most one requester may hold here"
             ));
         }
-        if task.limits.memory_bytes_max > self.config.task_memory_bytes_max {
+        if let Some(task) = tasks
+            .iter()
+            .find(|t| t.limits.memory_bytes_max > self.config.task_memory_bytes_max)
+        {
             return refuse(format!(
                 "task asks for {} bytes of memory, this provider allows {}",
                 task.limits.memory_bytes_max, self.config.task_memory_bytes_max
@@ -341,28 +368,33 @@ impl Provider {
         #[cfg(feature = "adversary")]
         if self.config.misbehave == Some(Misbehaviour::Silent) {
             // Taken, never answered: the request stays open on the wire.
-            tracing::debug!(target: "plexus::provider", job = %task.job_id, task = task.task_index, "silently holding a task");
+            tracing::debug!(target: "plexus::provider", tasks = tasks.len(), "silently holding tasks");
             return;
         }
         self.accepted += 1;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let key = (from, task.job_id.clone(), task.task_index, task.attempt);
-        self.cancels.insert(key.clone(), cancel.clone());
-        let sandbox = if task.canonicalize_nans {
-            &self.sandbox_nan_canonical
-        } else {
-            &self.sandbox
-        };
-        let job = RunJob {
+        self.next_request = self.next_request.wrapping_add(1);
+        let request_id = self.next_request;
+        let answered = Arc::new(AtomicBool::new(false));
+        self.requests.insert(request_id, (from, answered.clone()));
+        let tasks: Vec<(TaskAssignment, Arc<AtomicBool>)> = tasks
+            .into_iter()
+            .map(|task| {
+                let cancel = Arc::new(AtomicBool::new(false));
+                let key = (from, task.job_id.clone(), task.task_index, task.attempt);
+                self.cancels.insert(key, cancel.clone());
+                (task, cancel)
+            })
+            .collect();
+        let job = RunBatch {
             from,
-            cancel,
-            sandbox: sandbox.clone(),
-            task,
+            tasks,
             net: net.clone(),
             blobs: self.blobs.clone(),
+            sandbox: self.sandbox.clone(),
+            sandbox_nan_canonical: self.sandbox_nan_canonical.clone(),
             keypair: self.keypair.clone(),
             slots: self.slots.clone(),
-            work_dir: self.work_dir.clone(),
+            scratch: self.scratch.clone(),
             fuel_used: self.fuel_used.clone(),
             metrics: self.metrics.clone(),
             #[cfg(feature = "adversary")]
@@ -374,44 +406,118 @@ impl Provider {
         };
         let internal = internal.clone();
         tokio::spawn(async move {
-            let (response, run) = match job.run().await {
-                Ok((response, fuel, outcome)) => {
-                    let run = store::Run {
-                        requester: job.from.to_string(),
-                        job: job.task.job_id.clone(),
-                        task: job.task.task_index,
-                        attempt: job.task.attempt,
-                        fuel,
-                        outcome,
-                        finished_at_ms: crate::now_ms(),
-                    };
-                    (response, Some(run))
-                }
+            let answers = match job.run().await {
+                Ok(answers) => answers,
                 Err(reason) => {
-                    tracing::warn!(target: "plexus::provider", "task failed: {reason}");
-                    (TaskResponse::Failed { reason }, None)
+                    tracing::warn!(target: "plexus::provider", "tasks failed: {reason}");
+                    job.tasks
+                        .iter()
+                        .map(|_| {
+                            (
+                                TaskResponse::Failed {
+                                    reason: reason.clone(),
+                                },
+                                None,
+                            )
+                        })
+                        .collect()
                 }
             };
-            // Answered: it no longer counts against its requester's share
-            // (the node learns it is done only after the answer is out, and
-            // the requester may send the next task first).
-            job.cancel.store(true, Ordering::Relaxed);
+            let mut done = Vec::with_capacity(answers.len());
+            let mut responses = Vec::with_capacity(answers.len());
+            for ((task, cancel), (response, ran)) in job.tasks.iter().zip(answers) {
+                // Answered: it no longer counts against its requester's share
+                // (the node learns it is done only after the answer is out, and
+                // the requester may send the next request first).
+                cancel.store(true, Ordering::Relaxed);
+                let run = ran.map(|(fuel, outcome)| store::Run {
+                    requester: job.from.to_string(),
+                    job: task.job_id.clone(),
+                    task: task.task_index,
+                    attempt: task.attempt,
+                    fuel,
+                    outcome,
+                    finished_at_ms: crate::now_ms(),
+                });
+                done.push((
+                    (job.from, task.job_id.clone(), task.task_index, task.attempt),
+                    run,
+                ));
+                responses.push(response);
+            }
+            answered.store(true, Ordering::Relaxed);
+            let response = match (single, responses.len()) {
+                (true, 1) => responses.pop().unwrap_or(TaskResponse::Failed {
+                    reason: "no answer".into(),
+                }),
+                _ => TaskResponse::Batch(responses),
+            };
             let _ = job.net.respond_task(id, response).await;
-            let _ = internal.send(Internal::ProviderDone(key, run)).await;
+            let _ = internal
+                .send(Internal::ProviderDone(request_id, done))
+                .await;
         });
     }
 }
 
-struct RunJob {
+/// Reusable scratch directories for tasks' `/out`: one made and removed
+/// per task cost a provider more than a short task's whole run (mkdir,
+/// rmdir and the file system's journal). Emptied before reuse.
+pub(crate) struct ScratchDirs {
+    parent: PathBuf,
+    free: std::sync::Mutex<Vec<tempfile::TempDir>>,
+}
+
+/// Idle scratch directories kept; more are removed when given back.
+const SCRATCH_DIRS_KEPT_MAX: usize = 64;
+
+impl ScratchDirs {
+    pub(crate) fn new(parent: PathBuf) -> ScratchDirs {
+        ScratchDirs {
+            parent,
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Result<tempfile::TempDir, String> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match reused {
+            Some(dir) => Ok(dir),
+            None => tempfile::Builder::new()
+                .prefix("task-")
+                .tempdir_in(&self.parent)
+                .map_err(|e| format!("create a scratch directory: {e}")),
+        }
+    }
+
+    /// Back to the pool once its `out` is empty again (dropped otherwise).
+    fn give_back(&self, dir: tempfile::TempDir) {
+        let out = dir.path().join("out");
+        let emptied = match std::fs::read_dir(&out) {
+            Ok(mut entries) => {
+                entries.next().is_none()
+                    || (std::fs::remove_dir_all(&out).is_ok() && std::fs::create_dir(&out).is_ok())
+            }
+            Err(_) => std::fs::create_dir(&out).is_ok(),
+        };
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if emptied && free.len() < SCRATCH_DIRS_KEPT_MAX {
+            free.push(dir);
+        }
+    }
+}
+
+struct RunBatch {
     from: PeerId,
-    cancel: Arc<AtomicBool>,
-    task: TaskAssignment,
+    /// Each task with its cancel flag.
+    tasks: Vec<(TaskAssignment, Arc<AtomicBool>)>,
     net: NetHandle,
     blobs: Arc<BlobStore>,
     sandbox: Arc<Sandbox>,
+    sandbox_nan_canonical: Arc<Sandbox>,
     keypair: Keypair,
     slots: Arc<Semaphore>,
-    work_dir: PathBuf,
+    scratch: Arc<ScratchDirs>,
     fuel_used: Arc<AtomicU64>,
     metrics: Arc<crate::Metrics>,
     #[cfg(feature = "adversary")]
@@ -430,52 +536,25 @@ pub(crate) struct CheatState {
     last: Option<SignedResult>,
 }
 
-impl RunJob {
-    /// The outputs that travel with the result, smallest first, up to
-    /// INLINE_OUTPUT_BYTES_MAX together.
-    fn inline_outputs(&self, outputs: &[types::OutputFile]) -> Vec<wire::InlineOutput> {
-        let mut by_size: Vec<&types::OutputFile> = outputs.iter().collect();
-        by_size.sort_by_key(|o| o.size_bytes);
-        let mut budget = wire::INLINE_OUTPUT_BYTES_MAX;
-        let mut inline = Vec::new();
-        for output in by_size {
-            if output.size_bytes > budget {
-                break;
-            }
-            if inline
-                .iter()
-                .any(|i: &wire::InlineOutput| i.hash == output.hash)
-            {
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(self.blobs.path(&output.hash)) else {
-                break;
-            };
-            budget -= output.size_bytes;
-            #[cfg(feature = "adversary")]
-            let bytes = if self.misbehave == Some(Misbehaviour::BadOutput) {
-                let mut bytes = bytes;
-                bytes.push(b'!');
-                bytes
-            } else {
-                bytes
-            };
-            inline.push(wire::InlineOutput {
-                hash: output.hash,
-                bytes,
-            });
-        }
-        inline
-    }
+/// A task's answer, and the fuel and outcome of a run that produced a result.
+type Answer = (TaskResponse, Option<(u64, String)>);
 
-    /// Runs the task; the response with the fuel it used and how it ended.
-    async fn run(&self) -> Result<(TaskResponse, u64, String), String> {
-        let t = &self.task;
-        blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, t.module)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (_, hash) in &t.inputs {
-            blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, *hash)
+impl RunBatch {
+    /// Fetches what the batch needs, takes one slot, runs the tasks one
+    /// after the other on one sandbox thread, and answers each: a signed
+    /// result with the small outputs inline (INLINE_OUTPUT_BYTES_MAX across
+    /// the batch; the others kept as blobs), or why it failed.
+    async fn run(&self) -> Result<Vec<Answer>, String> {
+        let mut needed: Vec<types::BlobHash> = Vec::new();
+        for (t, _) in &self.tasks {
+            for hash in std::iter::once(t.module).chain(t.inputs.iter().map(|(_, h)| *h)) {
+                if !needed.contains(&hash) {
+                    needed.push(hash);
+                }
+            }
+        }
+        for hash in needed {
+            blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, hash)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -484,28 +563,90 @@ impl RunJob {
             .acquire()
             .await
             .map_err(|_| "shutting down".to_owned())?;
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(CANCELLED.into());
-        }
-        let (sandbox, blobs, task, work_dir, cancel) = (
+        let tasks = self.tasks.clone();
+        let (sandbox, sandbox_nan, blobs, scratch) = (
             self.sandbox.clone(),
+            self.sandbox_nan_canonical.clone(),
             self.blobs.clone(),
-            t.clone(),
-            self.work_dir.clone(),
-            self.cancel.clone(),
+            self.scratch.clone(),
         );
-        let body = tokio::task::spawn_blocking(move || {
-            execute_cancellable(&sandbox, &blobs, &task, &work_dir, Some(cancel))
+        let bodies = tokio::task::spawn_blocking(move || {
+            tasks
+                .iter()
+                .map(|(t, cancel)| {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(CANCELLED.to_owned());
+                    }
+                    let sandbox = if t.canonicalize_nans {
+                        &sandbox_nan
+                    } else {
+                        &sandbox
+                    };
+                    let dir = scratch.take()?;
+                    let ran = execute_cancellable(
+                        sandbox,
+                        &blobs,
+                        t,
+                        &dir.path().join("out"),
+                        Some(cancel.clone()),
+                        wire::INLINE_OUTPUT_BYTES_MAX,
+                    );
+                    scratch.give_back(dir);
+                    ran
+                })
+                .collect::<Vec<_>>()
         })
         .await
-        .map_err(|e| format!("task panicked: {e}"))??;
+        .map_err(|e| format!("task panicked: {e}"))?;
+        let mut inline_budget = wire::INLINE_OUTPUT_BYTES_MAX;
+        let mut answer_budget = wire::BATCH_BYTES_BUDGET;
+        let mut answers = Vec::with_capacity(bodies.len());
+        for ran in bodies {
+            let answer = match ran {
+                Ok((body, held)) => {
+                    self.answer(body, held, &mut inline_budget, &mut answer_budget)
+                        .await
+                }
+                Err(reason) => (TaskResponse::Failed { reason }, None),
+            };
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
+    /// One task's answer: its signed result and the held outputs that fit
+    /// the inline budget (the others become blobs the requester fetches).
+    async fn answer(
+        &self,
+        body: ResultBody,
+        held: Vec<HeldOutput>,
+        inline_budget: &mut u64,
+        answer_budget: &mut u64,
+    ) -> Answer {
         if body.outcome
             == (Outcome::Trapped {
                 trap: Trap::Cancelled,
             })
         {
-            return Err(CANCELLED.into());
+            return (
+                TaskResponse::Failed {
+                    reason: CANCELLED.into(),
+                },
+                None,
+            );
         }
+        // The answer of a batch is bounded: a result that would overflow it
+        // is refused as back-pressure, and the requester sends it alone.
+        let size = body.size_estimate();
+        if size > *answer_budget && *answer_budget < wire::BATCH_BYTES_BUDGET {
+            return (
+                TaskResponse::Refused {
+                    reason: "the batch's answer is full: send this task alone".into(),
+                },
+                None,
+            );
+        }
+        *answer_budget = answer_budget.saturating_sub(size);
         #[cfg(feature = "adversary")]
         if self.throttle > 1 {
             let extra = body.run_ms.max(1) * (self.throttle as u64 - 1);
@@ -513,14 +654,47 @@ impl RunJob {
         }
         let (fuel, outcome) = (body.fuel_used.unwrap_or(0), body.outcome.to_string());
         self.fuel_used.fetch_add(fuel, Ordering::Relaxed);
-        self.metrics.fuel_run.inc_by(body.fuel_used.unwrap_or(0));
+        self.metrics.fuel_run.inc_by(fuel);
+        let mut inline = Vec::new();
+        for h in held {
+            if inline.iter().any(|i: &wire::InlineOutput| i.hash == h.hash) {
+                continue;
+            }
+            if h.bytes.len() as u64 <= *inline_budget {
+                *inline_budget -= h.bytes.len() as u64;
+                inline.push(wire::InlineOutput {
+                    hash: h.hash,
+                    bytes: h.bytes,
+                });
+            } else if let Err(e) = self.blobs.put_bytes(&h.bytes) {
+                return (
+                    TaskResponse::Failed {
+                        reason: format!("store an output: {e}"),
+                    },
+                    None,
+                );
+            }
+        }
         #[cfg(feature = "adversary")]
-        let body = self.misbehave_on(body)?;
+        let (body, inline) = match self.misbehave_on(body, inline) {
+            Ok(cheat) => cheat,
+            Err(reason) => return (TaskResponse::Failed { reason }, None),
+        };
         #[allow(unused_mut)]
-        let mut signed = SignedResult::sign(&self.keypair, &body).map_err(|e| e.to_string())?;
+        let mut signed = match SignedResult::sign(&self.keypair, &body) {
+            Ok(signed) => signed,
+            Err(e) => {
+                return (
+                    TaskResponse::Failed {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
+            }
+        };
         #[cfg(feature = "adversary")]
         if self.misbehave == Some(Misbehaviour::Replay) {
-            let mut cheat = self.cheat.lock().map_err(|_| "poisoned".to_owned())?;
+            let mut cheat = self.cheat.lock().unwrap_or_else(|p| p.into_inner());
             let previous = cheat.last.replace(signed.clone());
             if let Some(previous) = previous {
                 signed = previous;
@@ -532,15 +706,24 @@ impl RunJob {
         {
             *byte ^= 0xff;
         }
-        let inline = self.inline_outputs(&body.outputs);
-        Ok((TaskResponse::Done(signed, inline), fuel, outcome))
+        (TaskResponse::Done(signed, inline), Some((fuel, outcome)))
     }
 }
 
 #[cfg(feature = "adversary")]
-impl RunJob {
-    /// Turns an honest result into the lie this provider tells, if any.
-    fn misbehave_on(&self, mut body: ResultBody) -> Result<ResultBody, String> {
+impl RunBatch {
+    /// Turns an honest result and its inline outputs into the lie this
+    /// provider tells, if any.
+    fn misbehave_on(
+        &self,
+        mut body: ResultBody,
+        mut inline: Vec<wire::InlineOutput>,
+    ) -> Result<(ResultBody, Vec<wire::InlineOutput>), String> {
+        if self.misbehave == Some(Misbehaviour::BadOutput) {
+            for output in &mut inline {
+                output.bytes.push(b'!');
+            }
+        }
         let tasks = {
             let mut cheat = self.cheat.lock().map_err(|_| "poisoned".to_owned())?;
             cheat.tasks += 1;
@@ -575,9 +758,12 @@ impl RunJob {
         if let Some(marker) = forge {
             // A well-formed lie: a real blob, served and hashed like any output.
             let mut bytes = match body.outputs.first() {
-                Some(first) => {
-                    std::fs::read(self.blobs.path(&first.hash)).map_err(|e| e.to_string())?
-                }
+                Some(first) => match inline.iter().find(|i| i.hash == first.hash) {
+                    Some(i) => i.bytes.clone(),
+                    None => {
+                        std::fs::read(self.blobs.path(&first.hash)).map_err(|e| e.to_string())?
+                    }
+                },
                 None => Vec::new(),
             };
             bytes.extend_from_slice(marker.as_bytes());
@@ -595,32 +781,42 @@ impl RunJob {
                 None => body.outputs.push(forged),
             }
         }
-        Ok(body)
+        Ok((body, inline))
     }
 }
 
 /// What a cancelled task answers (the requester has stopped listening).
 const CANCELLED: &str = "cancelled by the requester";
 
+/// Runs a task where every output is a file, stored as a blob (the
+/// requester's own runs).
 pub(crate) fn execute(
     sandbox: &Sandbox,
     blobs: &BlobStore,
     t: &TaskAssignment,
     work_dir: &Path,
 ) -> Result<ResultBody, String> {
-    execute_cancellable(sandbox, blobs, t, work_dir, None)
+    let scratch = tempfile::Builder::new()
+        .prefix("task-")
+        .tempdir_in(work_dir)
+        .map_err(|e| e.to_string())?;
+    execute_cancellable(sandbox, blobs, t, &scratch.path().join("out"), None, 0).map(|(b, _)| b)
 }
 
+/// Runs a task with `out` as its `/out`. Outputs that fit `hold_bytes_max`
+/// together come back in memory; the others are stored as blobs.
 fn execute_cancellable(
     sandbox: &Sandbox,
     blobs: &BlobStore,
     t: &TaskAssignment,
-    work_dir: &Path,
+    out: &Path,
     cancel: Option<Arc<AtomicBool>>,
-) -> Result<ResultBody, String> {
-    let bytes =
-        std::fs::read(blobs.path(&t.module)).map_err(|e| format!("module {}: {e}", t.module))?;
-    let module = sandbox.load(&bytes).map_err(|e| e.to_string())?;
+    hold_bytes_max: u64,
+) -> Result<(ResultBody, Vec<HeldOutput>), String> {
+    // The module is a blob checked on arrival: a compiled one is found by hash.
+    let module = sandbox
+        .load_known(t.module, || std::fs::read(blobs.path(&t.module)))
+        .map_err(|e| e.to_string())?;
     let inputs: Vec<(String, PathBuf)> = t
         .inputs
         .iter()
@@ -629,13 +825,9 @@ fn execute_cancellable(
     let staged = if inputs.is_empty() {
         None
     } else {
-        Some(InputDir::stage(&work_dir.join("inputs"), &inputs).map_err(|e| e.to_string())?)
+        let parent = out.parent().unwrap_or(out).join("inputs");
+        Some(InputDir::stage(&parent, &inputs).map_err(|e| e.to_string())?)
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("task-")
-        .tempdir_in(work_dir)
-        .map_err(|e| e.to_string())?;
-    let out = scratch.path().join("out");
     let report = sandbox
         .run_cancellable(
             &module,
@@ -644,17 +836,21 @@ fn execute_cancellable(
                 args: &t.args,
                 env: &t.env,
                 inputs: staged.as_ref(),
-                output_dir: &out,
+                output_dir: out,
                 seed: t.seed,
                 limits: t.limits,
                 entry: t.entry.as_deref(),
                 allow_missing_imports: false,
+                hold_bytes_max,
             },
             cancel,
         )
         .map_err(|e| e.to_string())?;
-    // Outputs become blobs, served to the requester by hash.
+    // Outputs not held become blobs, served to the requester by hash.
     for output in &report.outputs {
+        if report.held.iter().any(|h| h.hash == output.hash) {
+            continue;
+        }
         let stored = blobs
             .put_file(&out.join(&output.name))
             .map_err(|e| e.to_string())?;
@@ -662,7 +858,7 @@ fn execute_cancellable(
             return Err(format!("output {} changed while being stored", output.name));
         }
     }
-    Ok(ResultBody {
+    let body = ResultBody {
         job_id: t.job_id.clone(),
         task_index: t.task_index,
         attempt: t.attempt,
@@ -676,7 +872,8 @@ fn execute_cancellable(
         outputs: report.outputs,
         stderr_tail: report.stderr_tail,
         run_ms: report.run_ms,
-    })
+    };
+    Ok((body, report.held))
 }
 
 /// Fuel per second on one slot, from a small built-in Mandelbrot tile.
@@ -705,6 +902,7 @@ fn benchmark(sandbox: &Sandbox, work_dir: &Path) -> Result<u64, NodeError> {
             limits: types::TaskLimits::default(),
             entry: None,
             allow_missing_imports: false,
+            hold_bytes_max: 0,
         },
     )?;
     let secs = started.elapsed().as_secs_f64().max(1e-6);

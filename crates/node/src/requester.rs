@@ -14,7 +14,7 @@ use net::{NetHandle, PeerId};
 use sandbox::{Sandbox, SandboxConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::BlobStore;
@@ -22,8 +22,11 @@ use tokio::sync::mpsc;
 use types::{BlobHash, Job, ModuleSource, Outcome, OutputFile, Trap};
 use verify::{Action, Claim, JobVerifier, Method, Policy, Record, Summary};
 
-/// Tasks sent to a provider beyond its slots, so it never waits for work.
+/// Requests sent to a provider beyond its slots, so it never waits for work.
 const PREFETCH_PER_PROVIDER: u32 = 1;
+/// About how much work one request carries: short tasks are batched up to
+/// this (and BATCH_TASKS_MAX), by the job's mean run time so far.
+const BATCH_TARGET: Duration = Duration::from_millis(20);
 /// Attempts of one task that end without a result before the job fails.
 const ATTEMPTS_MAX: u32 = 5;
 /// Attempts of one task lost with their provider (a disconnection) before
@@ -143,12 +146,11 @@ pub struct JobStatus {
 }
 
 pub(crate) enum Completion {
-    Task {
+    /// The answers of one request to a provider: (task, attempt, answer).
+    Tasks {
         job: String,
-        index: u64,
-        attempt: u32,
         peer: PeerId,
-        done: TaskDone,
+        done: Vec<(u64, u32, TaskDone)>,
     },
     /// The requester's own run of a task whose results disagreed.
     Local {
@@ -227,6 +229,9 @@ struct JobState {
     speculated: HashSet<u64>,
     /// The last execution times (send to checked result), for the median.
     durations: VecDeque<Duration>,
+    /// Mean run time of a task in the sandbox so far (providers' figures,
+    /// smoothed): how many go in one request. None until the first result.
+    task_ms: Option<f64>,
     /// The requester's own runs, waiting to be applied.
     local: HashMap<u64, Reported>,
     verifier: Option<JobVerifier<PeerId>>,
@@ -280,6 +285,7 @@ impl JobState {
             reported: HashMap::new(),
             speculated: HashSet::new(),
             durations: VecDeque::new(),
+            task_ms: None,
             local: HashMap::new(),
             verifier,
             done: 0,
@@ -349,6 +355,8 @@ pub(crate) struct Requester {
     internal: mpsc::Sender<Internal>,
     jobs: Vec<JobState>,
     next_job: usize,
+    /// Requests out to each provider (a task or a batch each): its credit.
+    requests_in_flight: HashMap<PeerId, u32>,
     /// Every provider's record, loaded from the database and kept in step.
     reputation: HashMap<PeerId, Record>,
     networks: HashMap<PeerId, String>,
@@ -389,6 +397,7 @@ impl Requester {
             internal,
             jobs: Vec::new(),
             next_job: 0,
+            requests_in_flight: HashMap::new(),
             reputation,
             networks: HashMap::new(),
             local_sandboxes: [None, None],
@@ -506,11 +515,10 @@ impl Requester {
             if i >= state.settled.len() || state.settled[i] {
                 continue;
             }
-            let task_dir = state.dir.join("tasks").join(t.task.to_string());
             // An output lost from the store (a disk cleaned by hand) means
             // the task is simply run again.
             if state.state == State::Running
-                && link_outputs(&self.blobs, &t.outputs, &task_dir).is_err()
+                && !t.outputs.iter().all(|o| self.blobs.contains(&o.hash))
             {
                 let _ = self.db.reopen_task(&r.id, t.task);
                 continue;
@@ -747,11 +755,17 @@ impl Requester {
                 "job {id} does not assemble tiles"
             )));
         }
-        Ok(job
-            .dir
-            .join("tasks")
-            .join(index.to_string())
-            .join(&job.job.assemble.file))
+        let settled = self.db.settled_task(id, index)?;
+        let output = settled
+            .as_ref()
+            .and_then(|t| t.outputs.iter().find(|o| o.name == job.job.assemble.file))
+            .ok_or_else(|| {
+                NodeError::Conflict(format!(
+                    "task {index} of job {id} has no `{}`",
+                    job.job.assemble.file
+                ))
+            })?;
+        Ok(self.blobs.path(&output.hash))
     }
 
     /// A provider caught once is ignored from then on, in every job.
@@ -781,19 +795,16 @@ impl Requester {
                 c.peer,
             )
         });
-        // Per-provider counts kept by each job, so dispatch costs jobs × providers, not tasks.
-        let mut in_flight: HashMap<PeerId, u32> = HashMap::new();
-        for job in self.jobs.iter().filter(|j| j.state == State::Running) {
-            for (peer, share) in &job.shares {
-                *in_flight.entry(*peer).or_default() += share.in_flight as u32;
-            }
-        }
         let running: Vec<usize> = (0..self.jobs.len())
             .filter(|&i| self.jobs[i].state == State::Running)
             .collect();
         if running.is_empty() {
             return;
         }
+        let slots_total: u32 = ranked.iter().map(|c| c.offer.slots_total).sum();
+        // The credit window counts requests: each takes one slot there,
+        // whatever its number of tasks.
+        let mut in_flight = self.requests_in_flight.clone();
         for c in &ranked {
             let credit = c.offer.slots_total + PREFETCH_PER_PROVIDER;
             let mut idle_rounds = 0;
@@ -806,13 +817,23 @@ impl Requester {
                     idle_rounds += 1;
                     continue;
                 }
-                let Some(index) = self.take_pending(j, c) else {
+                let size = self.batch_size(j, slots_total);
+                let mut batch = Vec::with_capacity(size);
+                let mut bytes = 0;
+                while batch.len() < size && bytes < wire::BATCH_BYTES_BUDGET {
+                    let Some(index) = self.take_pending(j, c) else {
+                        break;
+                    };
+                    bytes += Self::assignment(&self.jobs[j], index, 0).size_estimate();
+                    batch.push(index);
+                }
+                if batch.is_empty() {
                     idle_rounds += 1;
                     continue;
-                };
+                }
                 idle_rounds = 0;
                 *in_flight.entry(c.peer).or_default() += 1;
-                self.send(j, index, c);
+                self.send_batch(j, batch, c);
             }
         }
         self.speculate(&ranked, &running, &mut in_flight);
@@ -893,7 +914,7 @@ impl Requester {
                 self.metrics.task("speculated");
                 tracing::info!(target: "plexus::job", job = %self.jobs[j].id, task = index, provider = %c.peer, "straggler: a copy runs on an idle provider");
                 *in_flight.entry(c.peer).or_default() += 1;
-                self.send(j, index, c);
+                self.send_batch(j, vec![index], c);
             }
         }
     }
@@ -963,35 +984,65 @@ impl Requester {
         }
     }
 
-    fn send(&mut self, j: usize, index: u64, c: &Candidate) {
+    /// How many tasks of job `j` one request carries: short tasks go
+    /// several at once (about BATCH_TARGET of work per request), long ones
+    /// alone; near a job's end, no more than an equal share of what is left
+    /// per slot, so that no provider holds the tail while others idle.
+    fn batch_size(&self, j: usize, slots_total: u32) -> usize {
+        let job = &self.jobs[j];
+        let Some(task_ms) = job.task_ms else {
+            return 1; // the first answers measure the job's tasks
+        };
+        let by_time = (BATCH_TARGET.as_secs_f64() * 1000.0 / task_ms.max(0.05)) as usize;
+        let fair_share = job.pending.len().div_ceil(slots_total.max(1) as usize);
+        by_time.min(fair_share).clamp(1, wire::BATCH_TASKS_MAX)
+    }
+
+    /// Hands executions of job `j` to one provider in one request; each
+    /// attempt is recorded before it is sent (one transaction for all).
+    fn send_batch(&mut self, j: usize, indices: Vec<u64>, c: &Candidate) {
         let peer = c.peer;
         let record = self.reputation.get(&peer).copied();
         let job = &mut self.jobs[j];
-        job.attempts[index as usize] += 1;
-        let attempt = job.attempts[index as usize];
-        job.running.insert((index, attempt), (peer, Instant::now()));
-        self.metrics.task("dispatched");
-        job.share(peer).in_flight += 1;
-        // Attempt numbers survive a restart, so none is ever reused.
-        if let Err(e) = self
-            .db
-            .insert_attempt(&job.id, index, attempt, &peer.to_string(), now_ms())
-        {
-            tracing::error!(target: "plexus::job", job = %job.id, task = index, "cannot record an attempt: {e}");
+        let now = Instant::now();
+        let sent_at_ms = now_ms();
+        let mut assignments = Vec::with_capacity(indices.len());
+        let mut actions = Vec::new();
+        let db = &self.db;
+        if let Err(e) = db.begin() {
+            tracing::error!(target: "plexus::job", job = %job.id, "cannot record attempts: {e}");
         }
-        let assignment = Self::assignment(job, index, attempt);
-        let timeout = attempt_timeout(&assignment.limits, c.offer.fuel_per_sec);
-        let actions = match &mut job.verifier {
-            Some(v) => {
+        for index in indices {
+            job.attempts[index as usize] += 1;
+            let attempt = job.attempts[index as usize];
+            job.running.insert((index, attempt), (peer, now));
+            self.metrics.task("dispatched");
+            job.share(peer).in_flight += 1;
+            // Attempt numbers survive a restart, so none is ever reused.
+            if let Err(e) =
+                db.insert_attempt(&job.id, index, attempt, &peer.to_string(), sent_at_ms)
+            {
+                tracing::error!(target: "plexus::job", job = %job.id, task = index, "cannot record an attempt: {e}");
+            }
+            assignments.push(Self::assignment(job, index, attempt));
+            if let Some(v) = &mut job.verifier {
                 if let Some(record) = record
                     && v.record(&peer) == Record::default()
                 {
                     v.set_record(peer, record);
                 }
-                v.on_dispatch(index, peer)
+                actions.extend(v.on_dispatch(index, peer));
             }
-            None => Vec::new(),
-        };
+        }
+        if let Err(e) = db.commit() {
+            tracing::error!(target: "plexus::job", job = %job.id, "cannot record attempts: {e}");
+        }
+        // Run one after the other on one slot: the batch may take the sum.
+        let timeout = assignments
+            .iter()
+            .map(|a| attempt_timeout(&a.limits, c.offer.fuel_per_sec))
+            .sum::<Duration>();
+        *self.requests_in_flight.entry(peer).or_default() += 1;
         let (net, blobs, internal, metrics) = (
             self.net.clone(),
             self.blobs.clone(),
@@ -1000,12 +1051,19 @@ impl Requester {
         );
         let job_id = job.id.clone();
         tokio::spawn(async move {
-            let done = run_remote(&net, &blobs, &metrics, peer, assignment, timeout).await;
+            let keys: Vec<(u64, u32)> = assignments
+                .iter()
+                .map(|a| (a.task_index, a.attempt))
+                .collect();
+            let answers = run_remote(&net, &blobs, &metrics, peer, assignments, timeout).await;
+            let done = keys
+                .into_iter()
+                .zip(answers)
+                .map(|((index, attempt), done)| (index, attempt, done))
+                .collect();
             let _ = internal
-                .send(Internal::Requester(Completion::Task {
+                .send(Internal::Requester(Completion::Tasks {
                     job: job_id,
-                    index,
-                    attempt,
                     peer,
                     done,
                 }))
@@ -1044,21 +1102,45 @@ impl Requester {
 
     pub fn on_completion(&mut self, completion: Completion) {
         let id = match &completion {
-            Completion::Task { job, .. }
+            Completion::Tasks { job, .. }
             | Completion::Local { job, .. }
             | Completion::Assembled { job, .. } => job.clone(),
         };
+        if let Completion::Tasks { peer, .. } = &completion
+            && let Some(n) = self.requests_in_flight.get_mut(peer)
+        {
+            *n = n.saturating_sub(1);
+        }
         let Some(j) = self.jobs.iter().position(|job| job.id == id) else {
             return;
         };
         match completion {
-            Completion::Task {
-                index,
-                attempt,
-                peer,
-                done,
-                ..
-            } => self.on_task(j, index, attempt, peer, done),
+            Completion::Tasks { peer, done, .. } => {
+                let ran_ms: Vec<u64> = done
+                    .iter()
+                    .filter_map(|(_, _, d)| match d {
+                        TaskDone::Ok(r) => Some(r.run_ms),
+                        _ => None,
+                    })
+                    .collect();
+                if !ran_ms.is_empty() {
+                    // The providers' own figures: they only shape batches.
+                    let mean = ran_ms.iter().sum::<u64>() as f64 / ran_ms.len() as f64;
+                    let job = &mut self.jobs[j];
+                    job.task_ms = Some(job.task_ms.map_or(mean, |m| 0.8 * m + 0.2 * mean));
+                }
+                // One transaction for the request's answers: attempts ended,
+                // results settled.
+                if let Err(e) = self.db.begin() {
+                    tracing::error!(target: "plexus::job", job = %id, "cannot record results: {e}");
+                }
+                for (index, attempt, d) in done {
+                    self.on_task(j, index, attempt, peer, d);
+                }
+                if let Err(e) = self.db.commit() {
+                    tracing::error!(target: "plexus::job", job = %id, "cannot record results: {e}");
+                }
+            }
             Completion::Local { index, result, .. } => self.on_local(j, index, result),
             Completion::Assembled { result, .. } => {
                 let job = &mut self.jobs[j];
@@ -1267,8 +1349,6 @@ impl Requester {
                         job.done -= 1;
                         job.fuel -= job.task_fuel[i];
                         job.task_fuel[i] = 0;
-                        let _ =
-                            std::fs::remove_dir_all(job.dir.join("tasks").join(task.to_string()));
                     }
                     tracing::warn!(target: "plexus::job", job = %job.id, task, "task reopened: one who vouched for it was caught");
                 }
@@ -1329,11 +1409,8 @@ impl Requester {
                 types::outcome::describe_failure(index, &chosen.outcome, &chosen.stderr_tail);
             return fail(job, message);
         }
-        let task_dir = job.dir.join("tasks").join(index.to_string());
-        if let Err(e) = link_outputs(&self.blobs, &chosen.outputs, &task_dir) {
-            return fail(job, format!("task {index}: {e}"));
-        }
-        // Durable before it counts: a restart never runs a settled task again.
+        // Outputs stay in the blob store, named by the results table, until
+        // assembly. Durable before it counts: a restart never runs a settled task again.
         let record = store::SettledTask {
             task: index,
             fuel: chosen.fuel,
@@ -1385,21 +1462,36 @@ impl Requester {
         }
     }
 
-    /// Every task is settled: the outputs are put together off the node's task.
+    /// Every task is settled: the outputs (blobs, named by the results
+    /// table) are put together off the node's task.
     fn assemble(&mut self, j: usize) {
         let job = &mut self.jobs[j];
         job.state = State::Assembling;
-        let (spec, dir, internal, job_id) = (
+        let outputs: Result<HashMap<u64, Vec<OutputFile>>, String> = self
+            .db
+            .settled_tasks(&job.id)
+            .map(|tasks| tasks.into_iter().map(|t| (t.task, t.outputs)).collect())
+            .map_err(|e| e.to_string());
+        let (spec, dir, internal, job_id, blobs) = (
             job.job.clone(),
             job.dir.clone(),
             self.internal.clone(),
             job.id.clone(),
+            self.blobs.clone(),
         );
         tokio::spawn(async move {
             let result = tokio::task::spawn_blocking(move || {
+                let outputs = outputs?;
                 let out = dir.join("result");
                 std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-                assemble::assemble_job(&spec, |i| dir.join("tasks").join(i.to_string()), &out)
+                let files = |i: u64| match outputs.get(&i) {
+                    Some(files) => Ok(files
+                        .iter()
+                        .map(|o| (o.name.clone(), blobs.path(&o.hash)))
+                        .collect()),
+                    None => Err("no accepted result recorded".to_owned()),
+                };
+                assemble::assemble_job(&spec, files, &out)
                     .map(|a| (a.path, a.checksum))
                     .map_err(|e| e.to_string())
             })
@@ -1520,23 +1612,6 @@ fn backoff(failed: u32) -> Duration {
     RETRY_BACKOFF
         .saturating_mul(1 << failed.saturating_sub(1).min(16))
         .min(RETRY_BACKOFF_MAX)
-}
-
-/// Links (or copies) a task's output blobs into its directory.
-fn link_outputs(blobs: &BlobStore, outputs: &[OutputFile], task_dir: &Path) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(task_dir);
-    std::fs::create_dir_all(task_dir).map_err(|e| format!("create {}: {e}", task_dir.display()))?;
-    for output in outputs {
-        let target = task_dir.join(&output.name);
-        if let Some(parent) = target.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let source = blobs.path(&output.hash);
-        if std::fs::hard_link(&source, &target).is_err() {
-            std::fs::copy(&source, &target).map_err(|e| format!("output {}: {e}", output.name))?;
-        }
-    }
-    Ok(())
 }
 
 /// Counts a failed attempt: its reason is kept and the task backs off; past
@@ -1692,39 +1767,89 @@ fn send_cancel(net: &NetHandle, peer: PeerId, job_id: String, attempts: Vec<(u64
     });
 }
 
-/// Sends one task, checks the signed result against what was asked, and
-/// fetches its outputs into the blob store.
+/// Sends a batch of tasks (one request, or a plain one for a single
+/// task), and checks each answer: its signed result against what was
+/// asked, its outputs fetched into the blob store.
 async fn run_remote(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
     metrics: &Metrics,
     peer: PeerId,
-    assignment: TaskAssignment,
+    assignments: Vec<TaskAssignment>,
     timeout: Duration,
+) -> Vec<TaskDone> {
+    let all = |done: &dyn Fn() -> TaskDone| assignments.iter().map(|_| done()).collect();
+    let request = match assignments.as_slice() {
+        [one] => TaskRequest::Run(one.clone()),
+        _ => TaskRequest::RunBatch(assignments.clone()),
+    };
+    // A provider that takes a task and never answers costs at most one
+    // attempt timeout, then the task goes elsewhere.
+    let response = match tokio::time::timeout(timeout, net.send_task(peer, request)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let reason = e.to_string();
+            return all(&|| TaskDone::Retry {
+                reason: reason.clone(),
+                timed_out: false,
+                lost: false,
+            });
+        }
+        Err(_) => {
+            let reason = format!("no answer from {peer} within {} s", timeout.as_secs());
+            return all(&|| TaskDone::Retry {
+                reason: reason.clone(),
+                timed_out: true,
+                lost: false,
+            });
+        }
+    };
+    let answers = match response {
+        TaskResponse::Batch(answers) if assignments.len() > 1 => answers,
+        // A refusal of the whole request is back-pressure, not a fault.
+        TaskResponse::Refused { reason } => {
+            return all(&|| TaskDone::Retry {
+                reason: format!("refused: {reason}"),
+                timed_out: false,
+                lost: true,
+            });
+        }
+        answer if assignments.len() == 1 => vec![answer],
+        _ => {
+            return all(&|| {
+                TaskDone::Rejected(format!("{peer} answered a batch with a single answer"))
+            });
+        }
+    };
+    if answers.len() != assignments.len() {
+        let reason = format!(
+            "{peer} answered {} of a batch of {} tasks",
+            answers.len(),
+            assignments.len()
+        );
+        return all(&|| TaskDone::Rejected(reason.clone()));
+    }
+    let mut done = Vec::with_capacity(answers.len());
+    for (expected, answer) in assignments.iter().zip(answers) {
+        done.push(check_answer(net, blobs, metrics, peer, expected, answer).await);
+    }
+    done
+}
+
+/// One task's answer: the signed result checked against the assignment,
+/// its inline outputs stored, the others fetched.
+async fn check_answer(
+    net: &NetHandle,
+    blobs: &Arc<BlobStore>,
+    metrics: &Metrics,
+    peer: PeerId,
+    expected: &TaskAssignment,
+    response: TaskResponse,
 ) -> TaskDone {
-    let expected = assignment.clone();
     let retry = |reason: String| TaskDone::Retry {
         reason,
         timed_out: false,
         lost: false,
-    };
-    // A provider that takes a task and never answers costs at most one
-    // attempt timeout, then the task goes elsewhere.
-    let response = match tokio::time::timeout(
-        timeout,
-        net.send_task(peer, TaskRequest::Run(assignment)),
-    )
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return retry(e.to_string()),
-        Err(_) => {
-            return TaskDone::Retry {
-                reason: format!("no answer from {peer} within {} s", timeout.as_secs()),
-                timed_out: true,
-                lost: false,
-            };
-        }
     };
     let signed = match response {
         TaskResponse::Done(signed, inline) => {
@@ -1761,15 +1886,17 @@ async fn run_remote(
         TaskResponse::Failed { reason } => {
             return retry(format!("provider could not run it: {reason}"));
         }
-        TaskResponse::Cancelled { .. } => {
-            return retry(format!("{peer} answered a task with a cancel's answer"));
+        TaskResponse::Cancelled { .. } | TaskResponse::Batch(_) => {
+            return TaskDone::Rejected(format!(
+                "{peer} answered a task with another kind of answer"
+            ));
         }
     };
     let body = match signed.verify(&peer) {
         Ok(b) => b,
         Err(e) => return TaskDone::Rejected(format!("result from {peer}: {e}")),
     };
-    if let Err(e) = wire::check_binding(&expected, &body) {
+    if let Err(e) = wire::check_binding(expected, &body) {
         return TaskDone::Rejected(format!("from {peer}: {e}"));
     }
     // The wall clock is the one thing a result may not be compared on.

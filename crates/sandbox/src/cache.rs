@@ -41,6 +41,11 @@ impl ModuleCache {
         Some(self.remember(*hash, Arc::new(module)))
     }
 
+    /// Only the memory cache: no disk access on a miss.
+    pub fn get_in_memory(&self, hash: &BlobHash) -> Option<Arc<wasmtime::Module>> {
+        self.lock().modules.get(hash).cloned()
+    }
+
     pub fn insert(&self, hash: BlobHash, module: wasmtime::Module) -> Arc<wasmtime::Module> {
         if let Some(dir) = &self.dir
             && let Ok(bytes) = module.serialize()

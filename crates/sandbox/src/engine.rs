@@ -183,6 +183,30 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// [`Sandbox::load`] for a module whose hash is already known (a blob
+    /// checked on arrival): a module compiled before is taken from memory
+    /// without reading or hashing its bytes, which a provider would
+    /// otherwise do for every task.
+    pub fn load_known(
+        &self,
+        hash: BlobHash,
+        read: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<LoadedModule, SandboxError> {
+        if let Some(module) = self.cache.get_in_memory(&hash) {
+            return Ok(LoadedModule {
+                hash,
+                size_bytes: 0,
+                cached: true,
+                compile_ms: 0,
+                module,
+            });
+        }
+        let bytes = read().map_err(|e| SandboxError::io(format!("read module {hash}"), e))?;
+        self.load(&bytes)
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);

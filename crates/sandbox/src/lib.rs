@@ -21,7 +21,7 @@ mod imports;
 mod run;
 
 pub use engine::{Metering, SandboxConfig};
-pub use run::{InputDir, TaskReport, TaskRun};
+pub use run::{HeldOutput, InputDir, STDOUT_FILE, TaskReport, TaskRun};
 pub use types::outcome::{Outcome, OutputFile, Trap};
 
 use std::sync::Arc;
@@ -65,6 +65,7 @@ impl SandboxError {
 #[derive(Clone)]
 pub struct LoadedModule {
     pub hash: BlobHash,
+    /// 0 when taken from memory by hash alone (`Sandbox::load_known`).
     pub size_bytes: u64,
     /// Whether it came from a cache (memory or disk) rather than a compile.
     pub cached: bool,

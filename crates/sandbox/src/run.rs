@@ -38,6 +38,18 @@ pub struct TaskRun<'a> {
     /// Define imports the sandbox lacks as functions that trap when called,
     /// instead of refusing the module.
     pub allow_missing_imports: bool,
+    /// Outputs that fit this many bytes together come back in memory
+    /// ([`TaskReport::held`]), and such a stdout is never written to the
+    /// output directory: a provider sends small outputs with the result and
+    /// need not touch the disk for them. 0: every output is a file.
+    pub hold_bytes_max: u64,
+}
+
+/// An output's bytes, kept in memory (see [`TaskRun::hold_bytes_max`]).
+#[derive(Clone, Debug)]
+pub struct HeldOutput {
+    pub hash: BlobHash,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -53,6 +65,10 @@ pub struct TaskReport {
     pub stderr_bytes_total: u64,
     /// Wall time of instantiation and execution (not compilation).
     pub run_ms: u64,
+    /// The outputs held in memory (their files stay in the output
+    /// directory, except a held stdout, which has none).
+    #[serde(skip)]
+    pub held: Vec<HeldOutput>,
 }
 
 fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -266,13 +282,18 @@ impl Sandbox {
         let fuel_used = fuel_limit.map(|limit| Fuel(limit - store.get_fuel().unwrap_or(0)));
         let state = store.into_data();
         let stderr_tail: Vec<u8> = state.stderr_tail.into_iter().collect();
-        let outputs = match collect_outputs(task.output_dir, &state.stdout, l.output_bytes_max) {
-            Ok(outputs) => outputs,
+        let (outputs, held) = match collect_outputs(
+            task.output_dir,
+            state.stdout,
+            l.output_bytes_max,
+            task.hold_bytes_max,
+        ) {
+            Ok(collected) => collected,
             Err(trap) => {
                 if matches!(outcome, Outcome::Exited { .. }) {
                     outcome = Outcome::Trapped { trap };
                 }
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
         Ok(TaskReport {
@@ -282,6 +303,7 @@ impl Sandbox {
             stderr_tail,
             stderr_bytes_total: state.stderr_bytes_total,
             run_ms,
+            held,
         })
     }
 }
@@ -336,12 +358,15 @@ fn prepare_output_dir(dir: &Path) -> Result<(), SandboxError> {
 }
 
 /// Walks the output directory without following links, checks the limits
-/// (files, total bytes, depth), writes stdout, and hashes every file.
+/// (files, total bytes, depth), and hashes every file and stdout. Outputs
+/// that fit `hold_bytes_max` together are read into memory (a held stdout
+/// is not written); the others are files (stdout as `STDOUT_FILE`).
 fn collect_outputs(
     dir: &Path,
-    stdout: &[u8],
+    stdout: Vec<u8>,
     output_bytes_max: u64,
-) -> Result<Vec<OutputFile>, Trap> {
+    hold_bytes_max: u64,
+) -> Result<(Vec<OutputFile>, Vec<HeldOutput>), Trap> {
     let invalid = |message: String| Trap::InvalidOutput { message };
     let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut pending = vec![(dir.to_path_buf(), String::new(), 0usize)];
@@ -393,13 +418,41 @@ fn collect_outputs(
             "`{STDOUT_FILE}` is reserved for the guest's standard output"
         )));
     }
-    let stdout_path = dir.join(STDOUT_FILE);
-    std::fs::write(&stdout_path, stdout).map_err(|e| invalid(format!("write stdout: {e}")))?;
-    files.push((STDOUT_FILE.into(), stdout_path, stdout.len() as u64));
-
-    let mut outputs = Vec::with_capacity(files.len());
+    let mut outputs = Vec::with_capacity(files.len() + 1);
+    let mut held = Vec::new();
+    let mut hold_budget = hold_bytes_max;
+    let stdout_bytes = stdout.len() as u64;
+    let stdout_hash = BlobHash::of(&stdout);
+    outputs.push(OutputFile {
+        name: STDOUT_FILE.into(),
+        size_bytes: stdout_bytes,
+        hash: stdout_hash,
+    });
+    if stdout_bytes <= hold_budget {
+        hold_budget -= stdout_bytes;
+        held.push(HeldOutput {
+            hash: stdout_hash,
+            bytes: stdout,
+        });
+    } else {
+        std::fs::write(dir.join(STDOUT_FILE), &stdout)
+            .map_err(|e| invalid(format!("write stdout: {e}")))?;
+    }
+    // Smallest first, so that as many as possible are held.
+    files.sort_by_key(|f| f.2);
     for (name, path, size_bytes) in files {
-        let hash = hash_file(&path).map_err(|e| invalid(format!("read {name}: {e}")))?;
+        let hash = if size_bytes <= hold_budget {
+            let bytes = std::fs::read(&path).map_err(|e| invalid(format!("read {name}: {e}")))?;
+            if bytes.len() as u64 != size_bytes {
+                return Err(invalid(format!("{name} changed while being read")));
+            }
+            hold_budget -= size_bytes;
+            let hash = BlobHash::of(&bytes);
+            held.push(HeldOutput { hash, bytes });
+            hash
+        } else {
+            hash_file(&path).map_err(|e| invalid(format!("read {name}: {e}")))?
+        };
         outputs.push(OutputFile {
             name,
             size_bytes,
@@ -407,13 +460,13 @@ fn collect_outputs(
         });
     }
     outputs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(outputs)
+    Ok((outputs, held))
 }
 
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<BlobHash> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

@@ -309,6 +309,34 @@ impl Db {
             .collect()
     }
 
+    /// Runs `f` in one transaction: its writes are committed together (one
+    /// WAL append instead of one per write), when `f` returns. The writes
+    /// report their own errors; `f` decides what to do with them.
+    pub fn transaction<R>(&self, f: impl FnOnce(&Db) -> R) -> Result<R, StoreError> {
+        self.begin()?;
+        let result = f(self);
+        self.commit()?;
+        Ok(result)
+    }
+
+    /// Opens a transaction for the writes that follow, up to [`Db::commit`]
+    /// (for callers that cannot hand a closure over, [`Db::transaction`]).
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql("begin a transaction"))
+    }
+
+    /// Commits the open transaction; on failure it is rolled back, so the
+    /// connection is never left inside one.
+    pub fn commit(&self) -> Result<(), StoreError> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(sql("commit a transaction")(e));
+        }
+        Ok(())
+    }
+
     /// An execution handed to `peer`: attempt numbers are never reused,
     /// so a result signed for an earlier attempt cannot be replayed.
     pub fn insert_attempt(
@@ -440,14 +468,24 @@ impl Db {
 
     /// Every accepted result of a job, by task.
     pub fn settled_tasks(&self, job: &str) -> Result<Vec<SettledTask>, StoreError> {
+        self.read_results(job, None)
+    }
+
+    /// One task's accepted result, if it has one.
+    pub fn settled_task(&self, job: &str, task: u64) -> Result<Option<SettledTask>, StoreError> {
+        Ok(self.read_results(job, Some(task))?.pop())
+    }
+
+    fn read_results(&self, job: &str, task: Option<u64>) -> Result<Vec<SettledTask>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT task, fuel, outputs, method, payees FROM results WHERE job = ?1 ORDER BY task",
+            .prepare_cached(
+                "SELECT task, fuel, outputs, method, payees FROM results \
+                 WHERE job = ?1 AND (?2 IS NULL OR task = ?2) ORDER BY task",
             )
             .map_err(sql("read results"))?;
         let rows = stmt
-            .query_map([job], |r| {
+            .query_map(params![job, task.map(|t| t as i64)], |r| {
                 Ok((
                     r.get::<_, i64>(0)? as u64,
                     r.get::<_, i64>(1)? as u64,

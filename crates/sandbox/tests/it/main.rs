@@ -77,6 +77,7 @@ impl Harness {
                     limits,
                     entry: None,
                     allow_missing_imports: false,
+                    hold_bytes_max: 0,
                 },
             )
             .expect("the task starts");
@@ -411,6 +412,7 @@ fn a_missing_import_is_refused_by_name_unless_allowed() {
         limits: limits(),
         entry: None,
         allow_missing_imports: false,
+        hold_bytes_max: 0,
     };
     match h.sandbox.run(&module, &task) {
         Err(SandboxError::MissingImport { module, name }) => {
@@ -439,6 +441,7 @@ fn another_entry_point_can_be_named() {
         limits: limits(),
         entry,
         allow_missing_imports: false,
+        hold_bytes_max: 0,
     };
     assert!(
         matches!(h.sandbox.run(&module, &task(None)), Err(SandboxError::MissingEntry(e)) if e == "_start")
@@ -525,6 +528,7 @@ fn a_cancelled_task_stops_at_once_and_its_deadline_still_holds_when_it_is_not() 
                     },
                     entry: None,
                     allow_missing_imports: false,
+                    hold_bytes_max: 0,
                 },
                 Some(cancel),
             )

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 4] = ["render", "mandelbrot", "noop", "probe"];
+const GUESTS: [&str; 6] = ["render", "mandelbrot", "noop", "probe", "blur", "sha256"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -33,7 +33,15 @@ fn main() {
         "cargo:rerun-if-changed={}",
         workloads.join("Cargo.lock").display()
     );
-    for entry in ["tile", "noop", "mandelbrot", "probe", "render"] {
+    for entry in [
+        "tile",
+        "noop",
+        "mandelbrot",
+        "probe",
+        "render",
+        "blur",
+        "sha256",
+    ] {
         println!("cargo:rerun-if-changed={}", workloads.join(entry).display());
     }
 

@@ -4,9 +4,11 @@
 //! and prints one table: workload, metric, Plexus's figure, the peer's in the
 //! same run, the target, the ratio and whether the target is met.
 //!
-//! B3 (kernels WASM against native), B5 (blob transfer against a bare
-//! libp2p stream) and B6 (gossip over 50 nodes) are not in the suite yet;
-//! their rows say so.
+//! B5 (blob transfer against a bare libp2p stream) and B6 (gossip over 50
+//! nodes) are not in the suite yet; their rows say so.
+
+mod kernels;
+mod transfer;
 
 use crate::client::Client;
 use crate::demo::{Processes, StartedNode, start_node};
@@ -44,6 +46,12 @@ pub struct BenchArgs {
     /// Where the peers' scripts are
     #[arg(long, value_name = "DIR", default_value = "../shared/bench/peers")]
     peers: PathBuf,
+    /// Run only these benchmarks (B1 to B6, comma-separated)
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// The guest workloads' sources, built natively for B3 (needs cargo)
+    #[arg(long, value_name = "DIR", default_value = "workloads")]
+    workloads: PathBuf,
 }
 
 /// One line of the table.
@@ -110,14 +118,70 @@ fn run(
         .context("create a temporary directory")?;
     let mut rows = Vec::new();
 
-    // B4 first: the provider must never have seen the module.
+    let wanted = |id: &str| {
+        a.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o.eq_ignore_ascii_case(id)))
+    };
+    if wanted("B4") {
+        rows.extend(cold_start(root.path(), processes)?);
+    }
+    // B1 and B2 on one provider with 2 slots, as the peers run 2 workers.
+    if wanted("B1") || wanted("B2") {
+        let (requester, _provider) = network(processes, root.path(), "b1", 2)?;
+        let client = Client::new(&requester.api);
+        if wanted("B1") {
+            rows.extend(dispatch(root.path(), sizes, &client, ray, dask)?);
+        }
+        if wanted("B2") {
+            rows.extend(fan_out(root.path(), sizes, &client, ray)?);
+        }
+    }
+    if wanted("B3") {
+        rows.extend(kernels::run(&a.workloads, root.path(), a.smoke)?);
+    }
+    if wanted("B5") {
+        rows.extend(transfer::run(root.path(), a.smoke)?);
+    }
+    if wanted("B6") {
+        for (id, what) in [("B6", "gossip over 50 nodes")] {
+            rows.push(Row {
+                id,
+                workload: what.into(),
+                metric: "not in the suite yet".into(),
+                plexus: None,
+                against: None,
+                against_what: String::new(),
+                target: String::new(),
+                ratio: None,
+                met: None,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// B4: fresh processes, one small tile of a module the provider never saw;
+/// then the same tile again, everything cached.
+fn cold_start(root: &Path, processes: &Processes) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    // B4 first, on fresh processes. The provider's start-up benchmark
+    // compiles the built-in mandelbrot module, so the tile's module is the
+    // same code with a custom section of its own: a hash, a transfer and a
+    // compile the provider has never done.
     eprintln!("B4: cold start");
-    let (requester, _provider) = network(processes, root.path(), "cold", 1)?;
+    let (requester, _provider) = network(processes, root, "cold", 1)?;
     let client = Client::new(&requester.api);
+    let module = root.join("mandelbrot-b4.wasm");
+    std::fs::write(&module, never_seen_module("mandelbrot")?)
+        .with_context(|| format!("write {}", module.display()))?;
     let tile = job_file(
-        root.path(),
+        root,
         "tile.toml",
-        "name = \"tile\"\nmodule = \"builtin:mandelbrot\"\nargs = [\"--per-side\", \"8\", \"--tile\", \"27\"]\n",
+        &format!(
+            "name = \"tile\"\nmodule = {:?}\nargs = [\"--size\", \"256\", \"--per-side\", \"8\", \"--tile\", \"0\"]\n",
+            module.display().to_string()
+        ),
     )?;
     let (cold, status) = submit_and_wait(&client, &tile)?;
     let warm = submit_and_wait(&client, &tile)?.0;
@@ -125,7 +189,7 @@ fn run(
     rows.push(row(
         "B4",
         &format!(
-            "cold start: one mandel tile ({sandbox_ms} ms in the sandbox), module never seen by the provider"
+            "cold start: one 32×32 mandel tile ({sandbox_ms} ms in the sandbox), module never seen by the provider"
         ),
         "ms to the verified result",
         Some(ms(cold)),
@@ -145,20 +209,29 @@ fn run(
         ms(warm) <= 10.0,
     ));
 
-    // B1 and B2 on one provider with 2 slots, as the peers run 2 workers.
+    Ok(rows)
+}
+
+/// B1: throughput of many no-op tasks, and the latency of one at a time.
+fn dispatch(
+    root: &Path,
+    sizes: &Sizes,
+    client: &Client,
+    ray: Option<&serde_json::Value>,
+    dask: Option<&serde_json::Value>,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     eprintln!("B1: {} noop tasks", sizes.noop_tasks);
-    let (requester, _provider) = network(processes, root.path(), "b1", 2)?;
-    let client = Client::new(&requester.api);
     let noop = job_file(
-        root.path(),
+        root,
         "noop.toml",
         &format!(
             "name = \"noop\"\nmodule = \"builtin:noop\"\n[tasks]\ni = {{ start = 0, end = {} }}\n",
             sizes.noop_tasks
         ),
     )?;
-    let _ = submit_and_wait(&client, &noop)?; // warm: module cached, records built
-    let (wall, _) = submit_and_wait(&client, &noop)?;
+    let _ = submit_and_wait(client, &noop)?; // warm: module cached, records built
+    let (wall, _) = submit_and_wait(client, &noop)?;
     let tasks_per_s = sizes.noop_tasks as f64 / wall.as_secs_f64();
     let ray_tput = ray.and_then(|r| r["noop_tasks_per_s_median"].as_f64());
     rows.push(row_against(
@@ -173,14 +246,14 @@ fn run(
         |ratio| ratio >= 2.0,
     ));
     let one = job_file(
-        root.path(),
+        root,
         "one.toml",
         "name = \"one\"\nmodule = \"builtin:noop\"\n",
     )?;
     eprintln!("B1: {} one-task jobs", sizes.latency_samples);
     let mut latencies: Vec<f64> = Vec::with_capacity(sizes.latency_samples);
     for _ in 0..sizes.latency_samples {
-        latencies.push(ms(submit_and_wait(&client, &one)?.0));
+        latencies.push(ms(submit_and_wait(client, &one)?.0));
     }
     latencies.sort_by(f64::total_cmp);
     let p50 = percentile(&latencies, 50.0);
@@ -224,12 +297,24 @@ fn run(
         ));
     }
 
+    Ok(rows)
+}
+
+/// B2: the benchmark Mandelbrot in 64 and 4,096 tiles, assembled, against
+/// the same kernel run directly in 2 threads.
+fn fan_out(
+    root: &Path,
+    sizes: &Sizes,
+    client: &Client,
+    ray: Option<&serde_json::Value>,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     for &per_side in sizes.mandel_per_side {
         let limit = if per_side <= 8 { 1.10 } else { 1.25 };
         let tiles = per_side * per_side;
         eprintln!("B2: mandel-{tiles}");
         let mandel = job_file(
-            root.path(),
+            root,
             &format!("mandel-{tiles}.toml"),
             &format!(
                 "name = \"mandel-{tiles}\"\nmodule = \"builtin:mandelbrot\"\nargs = [\"--per-side\", \"{per_side}\", \"--tile\", \"{{tile}}\"]\n\
@@ -237,14 +322,14 @@ fn run(
                  [assemble]\nkind = \"tiles-png\"\nfile = \"tile\"\noutput = \"mandel.png\"\n"
             ),
         )?;
-        let (wall, status) = submit_and_wait(&client, &mandel)?;
+        let (wall, status) = submit_and_wait(client, &mandel)?;
         if status.checksum != Some(MANDEL_CHECKSUM) {
             bail!(
                 "mandel-{tiles}: checksum {:?}, expected {MANDEL_CHECKSUM}",
                 status.checksum
             );
         }
-        let direct = run_directly(&mandel, &root.path().join(format!("direct-{tiles}")))?;
+        let direct = run_directly(&mandel, &root.join(format!("direct-{tiles}")))?;
         let ratio = wall.as_secs_f64() / direct.as_secs_f64();
         rows.push(Row {
             id: "B2",
@@ -276,27 +361,6 @@ fn run(
             ));
         }
     }
-    for (id, what) in [
-        (
-            "B3",
-            "kernels WASM ÷ native (see bench/kernels.sh for mandelbrot and render)",
-        ),
-        ("B5", "256 MiB blob against a bare libp2p stream"),
-        ("B6", "gossip over 50 nodes"),
-    ] {
-        rows.push(Row {
-            id,
-            workload: what.into(),
-            metric: "not in the suite yet".into(),
-            plexus: None,
-            against: None,
-            against_what: String::new(),
-            target: String::new(),
-            ratio: None,
-            met: None,
-        });
-    }
-    let _ = a;
     Ok(rows)
 }
 
@@ -332,6 +396,31 @@ fn network(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A built-in module with a custom section naming this run appended: the
+/// same code under a hash no node has seen (a wasm custom section changes
+/// nothing a module does).
+fn never_seen_module(name: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = guests::builtin(name)
+        .with_context(|| format!("{name} is not built in"))?
+        .to_vec();
+    let nonce = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let section_name = b"plexus-bench";
+    let mut section = vec![section_name.len() as u8];
+    section.extend_from_slice(section_name);
+    section.extend_from_slice(nonce.as_bytes());
+    // Custom section: id 0, then its size as LEB128 (always < 128 here).
+    bytes.push(0);
+    bytes.push(section.len() as u8);
+    bytes.extend_from_slice(&section);
+    Ok(bytes)
 }
 
 /// A job file with verification off: the benchmarks measure dispatch, as

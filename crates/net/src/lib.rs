@@ -7,6 +7,7 @@
 //! and logged. Results are signed with the node's key (see [`wire`]).
 
 mod actor;
+pub mod baseline;
 pub mod wire;
 
 pub use actor::{Event, InboundId, NetConfig, NetHandle, spawn};

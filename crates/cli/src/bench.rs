@@ -4,9 +4,11 @@
 //! and prints one table: workload, metric, Plexus's figure, the peer's in the
 //! same run, the target, the ratio and whether the target is met.
 //!
-//! B5 (blob transfer against a bare libp2p stream) and B6 (gossip over 50
-//! nodes) are not in the suite yet; their rows say so.
+//! B1, B2 and B4 run on requester and provider processes; B3 (kernels), B5
+//! (blob transfer) and B6 (gossip) run in this process, on the node's own
+//! sandbox and network actor.
 
+mod gossip;
 mod kernels;
 mod transfer;
 
@@ -144,19 +146,7 @@ fn run(
         rows.extend(transfer::run(root.path(), a.smoke)?);
     }
     if wanted("B6") {
-        for (id, what) in [("B6", "gossip over 50 nodes")] {
-            rows.push(Row {
-                id,
-                workload: what.into(),
-                metric: "not in the suite yet".into(),
-                plexus: None,
-                against: None,
-                against_what: String::new(),
-                target: String::new(),
-                ratio: None,
-                met: None,
-            });
-        }
+        rows.extend(gossip::run(a.smoke)?);
     }
     Ok(rows)
 }
@@ -525,7 +515,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -193,6 +193,7 @@ pub async fn spawn(
 ) -> Result<(NetHandle, mpsc::Receiver<Event>, Vec<Multiaddr>), NetError> {
     let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
     let use_mdns = config.mdns;
+    let keypair = config.keypair.clone();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
         .with_tokio()
         .with_tcp(
@@ -207,14 +208,19 @@ pub async fn spawn(
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
                 .max_transmit_size(wire::CONTROL_MESSAGE_BYTES_MAX as usize)
-                .validation_mode(gossipsub::ValidationMode::Strict)
+                // Anonymous messages, named by their content, forwarded only
+                // once we have checked the offer's own signature (SignedOffer):
+                // a forged copy has another id and cannot shadow the real one.
+                .validation_mode(gossipsub::ValidationMode::Anonymous)
+                .message_id_fn(|m| {
+                    gossipsub::MessageId::from(types::BlobHash::of(&m.data).0.to_vec())
+                })
+                .validate_messages()
                 .build()
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossip_config,
-            )
-            .map_err(std::io::Error::other)?;
+            let gossipsub =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
+                    .map_err(std::io::Error::other)?;
             let mdns = if use_mdns {
                 Some(mdns::tokio::Behaviour::new(
                     mdns::Config::default(),
@@ -399,6 +405,7 @@ pub async fn spawn(
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     let actor = Actor {
         swarm,
+        keypair,
         topic,
         commands: command_rx,
         events: event_tx,
@@ -453,6 +460,8 @@ fn ensure_port_free(addr: &Multiaddr) -> Result<(), NetError> {
 
 struct Actor {
     swarm: Swarm<Behaviour>,
+    /// Signs this node's offers.
+    keypair: Keypair,
     topic: gossipsub::IdentTopic,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
@@ -540,7 +549,9 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         let b = self.swarm.behaviour_mut();
         match command {
-            Command::PublishOffer(offer) => match wire::encode(&offer) {
+            Command::PublishOffer(offer) => match wire::SignedOffer::sign(&self.keypair, &offer)
+                .and_then(|signed| wire::encode(&signed))
+            {
                 Ok(bytes) => {
                     // No subscribed peer yet is normal at start; the next round reaches them.
                     if let Err(e) = b.gossipsub.publish(self.topic.clone(), bytes) {
@@ -670,15 +681,25 @@ impl Actor {
             }
 
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
-                let Some(from) = message.source else { return };
-                match wire::decode::<Offer>(&message.data) {
-                    Ok(offer) => self.emit(Event::Offer { from, offer }).await,
+                let checked = wire::decode::<wire::SignedOffer>(&message.data)
+                    .and_then(|signed| signed.verify());
+                let verdict = match &checked {
+                    Ok(_) => gossipsub::MessageAcceptance::Accept,
                     Err(e) => {
-                        tracing::warn!(target: "plexus::net", %from, "rejected an offer: {e}")
+                        tracing::warn!(target: "plexus::net", from = %propagation_source, "rejected an offer: {e}");
+                        gossipsub::MessageAcceptance::Reject
                     }
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+                if let Ok((from, offer)) = checked {
+                    self.emit(Event::Offer { from, offer }).await;
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Task(e)) => self.on_task_event(e).await,

@@ -219,6 +219,47 @@ impl SignedResult {
     }
 }
 
+/// An offer signed by its provider. Gossip carries it without gossipsub's
+/// own signature (that one is checked on every copy a node receives, before
+/// duplicates are dropped: with 50 nodes it took more CPU than two cores
+/// have, benchmark B6); this one is checked once per node, on the first copy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedOffer {
+    /// The provider's peer id (which embeds its public key).
+    #[serde(with = "serde_bytes")]
+    pub provider: Vec<u8>,
+    /// CBOR of [`Offer`].
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl SignedOffer {
+    pub fn sign(keypair: &Keypair, offer: &Offer) -> Result<SignedOffer, crate::NetError> {
+        let body = encode(offer)?;
+        let signature = keypair
+            .sign(&body)
+            .map_err(|e| crate::NetError::Encode(e.to_string()))?;
+        Ok(SignedOffer {
+            provider: keypair.public().to_peer_id().to_bytes(),
+            body,
+            signature,
+        })
+    }
+
+    /// The provider and its offer, once the signature is checked.
+    pub fn verify(&self) -> Result<(PeerId, Offer), String> {
+        let provider =
+            PeerId::from_bytes(&self.provider).map_err(|e| format!("provider id: {e}"))?;
+        let key = public_key_of(&provider).ok_or("the peer id does not embed a public key")?;
+        if !key.verify(&self.body, &self.signature) {
+            return Err("bad signature".into());
+        }
+        Ok((provider, decode(&self.body)?))
+    }
+}
+
 /// Ed25519 peer ids embed their public key (an identity multihash).
 pub fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
     let multihash: &libp2p::multihash::Multihash<64> = peer.as_ref();

@@ -25,8 +25,12 @@ use verify::{Action, Claim, JobVerifier, Method, Policy, Record, Summary};
 /// Requests sent to a provider beyond its slots, so it never waits for work.
 const PREFETCH_PER_PROVIDER: u32 = 1;
 /// About how much work one request carries: short tasks are batched up to
-/// this (and BATCH_TASKS_MAX), by the job's mean run time so far.
-const BATCH_TARGET: Duration = Duration::from_millis(20);
+/// this (and BATCH_TASKS_MAX), by the job's run times so far. A request's
+/// round trip costs about half a millisecond; a few milliseconds of work
+/// make that small without making batches long.
+const BATCH_TARGET: Duration = Duration::from_millis(5);
+/// A batch takes at most 1/this of what is left per slot.
+const BATCH_SHARES_PER_SLOT: usize = 4;
 /// Attempts of one task that end without a result before the job fails.
 const ATTEMPTS_MAX: u32 = 5;
 /// Attempts of one task lost with their provider (a disconnection) before
@@ -232,6 +236,8 @@ struct JobState {
     /// Mean run time of a task in the sandbox so far (providers' figures,
     /// smoothed): how many go in one request. None until the first result.
     task_ms: Option<f64>,
+    /// The longest run time seen lately (slowly forgotten).
+    task_ms_longest: f64,
     /// The requester's own runs, waiting to be applied.
     local: HashMap<u64, Reported>,
     verifier: Option<JobVerifier<PeerId>>,
@@ -286,6 +292,7 @@ impl JobState {
             speculated: HashSet::new(),
             durations: VecDeque::new(),
             task_ms: None,
+            task_ms_longest: 0.0,
             local: HashMap::new(),
             verifier,
             done: 0,
@@ -990,11 +997,24 @@ impl Requester {
     /// per slot, so that no provider holds the tail while others idle.
     fn batch_size(&self, j: usize, slots_total: u32) -> usize {
         let job = &self.jobs[j];
+        let target_ms = BATCH_TARGET.as_secs_f64() * 1000.0;
         let Some(task_ms) = job.task_ms else {
             return 1; // the first answers measure the job's tasks
         };
-        let by_time = (BATCH_TARGET.as_secs_f64() * 1000.0 / task_ms.max(0.05)) as usize;
-        let fair_share = job.pending.len().div_ceil(slots_total.max(1) as usize);
+        // Tasks that may each take longer than a batch's worth go alone:
+        // uneven tasks (a tile through the middle of a Mandelbrot) in one
+        // batch would hold one slot while another idles.
+        if job.task_ms_longest > target_ms {
+            return 1;
+        }
+        let by_time = (target_ms / task_ms.max(0.05)) as usize;
+        // Tasks in a batch run one after the other: a batch of uneven tasks
+        // can hold much more than its share, so batches stay a small part
+        // of what is left for each slot.
+        let fair_share = job
+            .pending
+            .len()
+            .div_ceil(slots_total.max(1) as usize * BATCH_SHARES_PER_SLOT);
         by_time.min(fair_share).clamp(1, wire::BATCH_TASKS_MAX)
     }
 
@@ -1123,11 +1143,21 @@ impl Requester {
                         _ => None,
                     })
                     .collect();
-                if !ran_ms.is_empty() {
-                    // The providers' own figures: they only shape batches.
-                    let mean = ran_ms.iter().sum::<u64>() as f64 / ran_ms.len() as f64;
+                // The providers' own figures: they only shape batches. Whole
+                // milliseconds: 0 is a task well under one.
+                if let Some(&longest) = ran_ms.iter().max() {
+                    let as_ms = |ms: u64| if ms == 0 { 0.1 } else { ms as f64 + 0.5 };
+                    let mean =
+                        ran_ms.iter().map(|&ms| as_ms(ms)).sum::<f64>() / ran_ms.len() as f64;
                     let job = &mut self.jobs[j];
                     job.task_ms = Some(job.task_ms.map_or(mean, |m| 0.8 * m + 0.2 * mean));
+                    // The longest counts at once and is forgotten slowly.
+                    let longest = as_ms(longest);
+                    job.task_ms_longest = if longest >= job.task_ms_longest {
+                        longest
+                    } else {
+                        0.95 * job.task_ms_longest + 0.05 * longest
+                    };
                 }
                 // One transaction for the request's answers: attempts ended,
                 // results settled.

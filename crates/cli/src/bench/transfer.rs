@@ -49,8 +49,8 @@ pub(super) fn run(root: &Path, smoke: bool) -> anyhow::Result<Vec<Row>> {
 /// Two network actors as the node runs them; the provider serves its store,
 /// the requester fetches the blob. The time of the fetch, verified and stored.
 async fn blob_fetch(transport: Transport, bytes: u64, dir: &Path) -> anyhow::Result<Duration> {
-    let provider_store = Arc::new(BlobStore::open(&dir.join("provider"))?);
-    let requester_store = Arc::new(BlobStore::open(&dir.join("requester"))?);
+    let provider_store = Arc::new(BlobStore::open(dir.join("provider"))?);
+    let requester_store = Arc::new(BlobStore::open(dir.join("requester"))?);
     let hash = {
         use std::io::Write;
         let source = dir.join("blob");

@@ -77,6 +77,8 @@ struct Sizes {
     latency_samples: usize,
     /// Tiles per side of the B2 jobs.
     mandel_per_side: &'static [u32],
+    /// Measured runs of B1's throughput and of each B2 job (the median counts).
+    reps: usize,
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<u8> {
@@ -85,12 +87,14 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<u8> {
             noop_tasks: 200,
             latency_samples: 20,
             mandel_per_side: &[8],
+            reps: 1,
         }
     } else {
         Sizes {
             noop_tasks: 10_000,
             latency_samples: 1000,
             mandel_per_side: &[8, 64],
+            reps: 3,
         }
     };
     let ray = peer_figures(&a, "bench_ray.py", &sizes);
@@ -221,7 +225,12 @@ fn dispatch(
         ),
     )?;
     let _ = submit_and_wait(client, &noop)?; // warm: module cached, records built
-    let (wall, _) = submit_and_wait(client, &noop)?;
+    // The median of `reps` runs, as the peers' scripts report theirs (REPS).
+    let mut walls = Vec::with_capacity(sizes.reps);
+    for _ in 0..sizes.reps {
+        walls.push(submit_and_wait(client, &noop)?.0);
+    }
+    let wall = median(walls);
     let tasks_per_s = sizes.noop_tasks as f64 / wall.as_secs_f64();
     let ray_tput = ray.and_then(|r| r["noop_tasks_per_s_median"].as_f64());
     rows.push(row_against(
@@ -312,14 +321,23 @@ fn fan_out(
                  [assemble]\nkind = \"tiles-png\"\nfile = \"tile\"\noutput = \"mandel.png\"\n"
             ),
         )?;
-        let (wall, status) = submit_and_wait(client, &mandel)?;
-        if status.checksum != Some(MANDEL_CHECKSUM) {
-            bail!(
-                "mandel-{tiles}: checksum {:?}, expected {MANDEL_CHECKSUM}",
-                status.checksum
-            );
+        // Both sides the median of `reps` runs, taken in turns, so that a slow
+        // moment of a shared machine does not fall on one side only.
+        let out = root.join(format!("direct-{tiles}"));
+        run_directly(&mandel, &out)?; // the module compiled and cached
+        let (mut walls, mut directs) = (Vec::new(), Vec::new());
+        for _ in 0..sizes.reps {
+            let (wall, status) = submit_and_wait(client, &mandel)?;
+            if status.checksum != Some(MANDEL_CHECKSUM) {
+                bail!(
+                    "mandel-{tiles}: checksum {:?}, expected {MANDEL_CHECKSUM}",
+                    status.checksum
+                );
+            }
+            walls.push(wall);
+            directs.push(run_directly(&mandel, &out)?);
         }
-        let direct = run_directly(&mandel, &root.join(format!("direct-{tiles}")))?;
+        let (wall, direct) = (median(walls), median(directs));
         let ratio = wall.as_secs_f64() / direct.as_secs_f64();
         rows.push(Row {
             id: "B2",
@@ -452,28 +470,29 @@ fn submit_and_wait(client: &Client, job: &Path) -> anyhow::Result<(Duration, Job
 /// The job's WASM kernel run by this binary in 2 threads (`plexus run --jobs 2`).
 fn run_directly(job: &Path, out: &Path) -> anyhow::Result<Duration> {
     let exe = std::env::current_exe().context("find the plexus binary")?;
-    // Once to compile and cache the module, once measured.
-    let mut wall = Duration::ZERO;
-    for _ in 0..2 {
-        let started = Instant::now();
-        let output = std::process::Command::new(&exe)
-            .arg("run")
-            .arg(job)
-            .arg("--out")
-            .arg(out)
-            .args(["--jobs", "2", "--quiet"])
-            .output()
-            .context("run plexus run")?;
-        wall = started.elapsed();
-        if !output.status.success() {
-            bail!(
-                "plexus run {}: {}",
-                job.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
+    let started = Instant::now();
+    let output = std::process::Command::new(&exe)
+        .arg("run")
+        .arg(job)
+        .arg("--out")
+        .arg(out)
+        .args(["--jobs", "2", "--quiet"])
+        .output()
+        .context("run plexus run")?;
+    let wall = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "plexus run {}: {}",
+            job.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(wall)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
 /// The peers' figures from their script, when a Python is given and the
@@ -486,7 +505,7 @@ fn peer_figures(a: &BenchArgs, script: &str, sizes: &Sizes) -> Option<serde_json
         .arg(&path)
         .env("NTASKS", sizes.noop_tasks.to_string())
         .env("NLAT", sizes.latency_samples.to_string())
-        .env("REPS", "3")
+        .env("REPS", sizes.reps.max(1).to_string())
         .output();
     match output {
         Ok(o) if o.status.success() => {

@@ -359,7 +359,8 @@ fn exec_reports_outcome_fuel_outputs_and_stderr_as_json() {
 #[test]
 fn the_benchmark_suite_runs_at_small_sizes() {
     let env = Env::new();
-    let output = env.plexus(&["bench", "--smoke", "--json"]);
+    let workloads = concat!(env!("CARGO_MANIFEST_DIR"), "/../../workloads");
+    let output = env.plexus(&["bench", "--smoke", "--json", "--workloads", workloads]);
     assert!(
         output.status.success(),
         "{}",
@@ -367,7 +368,7 @@ fn the_benchmark_suite_runs_at_small_sizes() {
     );
     let rows: Value = serde_json::from_slice(&output.stdout).expect("JSON rows");
     let rows = rows.as_array().expect("an array of rows");
-    for id in ["B1", "B2", "B4"] {
+    for id in ["B1", "B2", "B3", "B4", "B5", "B6"] {
         let measured: Vec<&Value> = rows
             .iter()
             .filter(|r| r["id"] == id && r["plexus"].is_number())
@@ -381,4 +382,11 @@ fn the_benchmark_suite_runs_at_small_sizes() {
     let b2 = rows.iter().find(|r| r["id"] == "B2").expect("B2");
     assert!(b2["against"].as_f64().expect("direct run") > 0.0, "{b2}");
     assert!(b2["ratio"].as_f64().expect("ratio") > 0.0, "{b2}");
+    // B3 and B5 compare with a yardstick measured in the same run: native
+    // code, a bare libp2p stream.
+    for id in ["B3", "B5"] {
+        for r in rows.iter().filter(|r| r["id"] == id && r["against"].is_number()) {
+            assert!(r["against"].as_f64().expect("yardstick") > 0.0, "{r}");
+        }
+    }
 }

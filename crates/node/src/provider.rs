@@ -177,14 +177,17 @@ impl Provider {
         metrics: Arc<crate::Metrics>,
     ) -> Result<Provider, NodeError> {
         let cache_dir = Some(data_dir.join("cache/modules"));
+        // Compiles use every core: a module is compiled once per provider,
+        // and the task waiting for it (benchmark B4's cold start) matters
+        // more than the few milliseconds a running task loses meanwhile.
         let sandbox = Arc::new(Sandbox::new(SandboxConfig {
             cache_dir: cache_dir.clone(),
-            parallel_compilation: false,
+            parallel_compilation: true,
             ..SandboxConfig::default()
         })?);
         let sandbox_nan_canonical = Arc::new(Sandbox::new(SandboxConfig {
             cache_dir,
-            parallel_compilation: false,
+            parallel_compilation: true,
             nan_canonicalization: true,
             ..SandboxConfig::default()
         })?);

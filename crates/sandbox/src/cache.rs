@@ -13,6 +13,9 @@ pub const MODULE_CACHE_ENTRIES_MAX: usize = 32;
 pub struct ModuleCache {
     memory: Mutex<Entries>,
     dir: Option<PathBuf>,
+    /// Disk writes under way, finished before the cache is dropped (a
+    /// short-lived `plexus exec` still leaves its module on disk).
+    writes: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -26,6 +29,7 @@ impl ModuleCache {
         ModuleCache {
             memory: Mutex::new(Entries::default()),
             dir,
+            writes: Mutex::new(Vec::new()),
         }
     }
 
@@ -47,15 +51,28 @@ impl ModuleCache {
     }
 
     pub fn insert(&self, hash: BlobHash, module: wasmtime::Module) -> Arc<wasmtime::Module> {
-        if let Some(dir) = &self.dir
-            && let Ok(bytes) = module.serialize()
-        {
-            // Written to a temporary name and renamed: a reader never sees half a file.
-            // A failure only costs a recompile next time.
-            let _ = std::fs::create_dir_all(dir);
-            let tmp = dir.join(format!(".{}.{}.tmp", hash.to_hex(), std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, dir.join(format!("{}.cwasm", hash.to_hex())));
+        if let Some(dir) = self.dir.clone() {
+            // Written off the caller's thread (the task that waits for this
+            // module runs meanwhile), to a temporary name and renamed: a
+            // reader never sees half a file. A failure only costs a
+            // recompile next time.
+            let module = module.clone();
+            let write = std::thread::Builder::new()
+                .name("module-cache".into())
+                .spawn(move || {
+                    let Ok(bytes) = module.serialize() else {
+                        return;
+                    };
+                    let _ = std::fs::create_dir_all(&dir);
+                    let tmp = dir.join(format!(".{}.{}.tmp", hash.to_hex(), std::process::id()));
+                    if std::fs::write(&tmp, bytes).is_ok() {
+                        let _ = std::fs::rename(&tmp, dir.join(format!("{}.cwasm", hash.to_hex())));
+                    }
+                });
+            if let Ok(handle) = write {
+                let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+                writes.retain(|w| !w.is_finished());
+                writes.push(handle);
             }
         }
         self.remember(hash, Arc::new(module))
@@ -74,8 +91,22 @@ impl ModuleCache {
         module
     }
 
+    /// Waits for the disk writes under way.
+    pub fn flush(&self) {
+        let writes = std::mem::take(&mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in writes {
+            let _ = w.join();
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock leaves a consistent map; carry on.
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for ModuleCache {
+    fn drop(&mut self) {
+        self.flush();
     }
 }

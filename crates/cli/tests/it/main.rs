@@ -385,7 +385,10 @@ fn the_benchmark_suite_runs_at_small_sizes() {
     // B3 and B5 compare with a yardstick measured in the same run: native
     // code, a bare libp2p stream.
     for id in ["B3", "B5"] {
-        for r in rows.iter().filter(|r| r["id"] == id && r["against"].is_number()) {
+        for r in rows
+            .iter()
+            .filter(|r| r["id"] == id && r["against"].is_number())
+        {
             assert!(r["against"].as_f64().expect("yardstick") > 0.0, "{r}");
         }
     }

@@ -41,6 +41,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(5);
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 const TASK_PROTOCOL: &str = "/plexus/task/1";
 const BLOB_PROTOCOL: &str = "/plexus/blob/1";
+/// A whole blob on one stream: the request, then its size and bytes.
+const BLOB_STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new("/plexus/blob-stream/1");
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -50,6 +52,7 @@ struct Behaviour {
     gossipsub: gossipsub::Behaviour,
     task: request_response::cbor::Behaviour<TaskRequest, TaskResponse>,
     blob: request_response::cbor::Behaviour<BlobRequest, BlobResponse>,
+    streams: libp2p_stream::Behaviour,
 }
 
 pub struct NetConfig {
@@ -121,6 +124,8 @@ enum Command {
 #[derive(Clone)]
 pub struct NetHandle {
     commands: mpsc::Sender<Command>,
+    /// Opens and accepts raw streams without going through the swarm task.
+    streams: libp2p_stream::Control,
     pub local_peer_id: PeerId,
 }
 
@@ -131,6 +136,26 @@ impl NetHandle {
             .await
             .map_err(|_| NetError::Stopped)
     }
+    /// A stream to `peer` for one blob (see `node::blobs`).
+    pub async fn open_blob_stream(&self, peer: PeerId) -> Result<libp2p::Stream, NetError> {
+        self.streams
+            .clone()
+            .open_stream(peer, BLOB_STREAM_PROTOCOL)
+            .await
+            .map_err(|e| NetError::Request {
+                peer: peer.to_string(),
+                message: format!("open a blob stream: {e}"),
+            })
+    }
+
+    /// The blob streams other peers open to this node; once per node.
+    pub fn accept_blob_streams(&self) -> Result<libp2p_stream::IncomingStreams, NetError> {
+        self.streams
+            .clone()
+            .accept(BLOB_STREAM_PROTOCOL)
+            .map_err(|e| NetError::Setup(format!("accept blob streams: {e}")))
+    }
+
     pub async fn publish_offer(&self, offer: Offer) -> Result<(), NetError> {
         self.send(Command::PublishOffer(offer)).await
     }
@@ -257,6 +282,7 @@ pub async fn spawn(
                     [(StreamProtocol::new(BLOB_PROTOCOL), ProtocolSupport::Full)],
                     request_response::Config::default().with_request_timeout(BLOB_REQUEST_TIMEOUT),
                 ),
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| setup(&e))?
@@ -401,6 +427,7 @@ pub async fn spawn(
     }
 
     let local_peer_id = *swarm.local_peer_id();
+    let streams = swarm.behaviour().streams.new_control();
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     let actor = Actor {
@@ -421,6 +448,7 @@ pub async fn spawn(
     Ok((
         NetHandle {
             commands: command_tx,
+            streams,
             local_peer_id,
         },
         event_rx,

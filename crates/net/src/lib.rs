@@ -13,7 +13,8 @@ pub mod wire;
 pub use actor::{Event, InboundId, NetConfig, NetHandle, spawn};
 pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, Stream};
+pub use libp2p_stream::IncomingStreams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

@@ -1,6 +1,7 @@
-//! Blobs over the network: serving chunks of stored blobs, and fetching a
-//! blob chunk by chunk from a peer into the store, refused unless its bytes
-//! hash to what was asked for.
+//! Blobs over the network: a whole blob on one stream (the request, then
+//! its size and bytes, written to the store and refused unless they hash to
+//! what was asked for), with chunk requests as the fallback; and serving
+//! both.
 
 use net::wire::{BLOB_CHUNK_BYTES_MAX, BlobRequest, BlobResponse};
 use net::{InboundId, NetHandle, PeerId};
@@ -73,15 +74,193 @@ pub fn serve(
     });
 }
 
+/// Blob streams this node serves at once; more are closed unanswered.
+pub const BLOB_STREAMS_SERVED_MAX: usize = 32;
+/// The longest wait for the next bytes of a blob stream, either way.
+const BLOB_STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Bytes moved per read or write on a blob stream.
+const STREAM_BUFFER_BYTES: usize = 1 << 20;
+/// The size a server sends for a blob it does not have.
+const NOT_FOUND: u64 = u64::MAX;
+
+/// Serves the blob streams other peers open: each one request (CBOR
+/// `BlobRequest`, length-prefixed, at most 4 KiB), answered with the blob's
+/// size (8 bytes, little-endian) and its bytes from the offset on.
+pub async fn serve_streams(
+    mut incoming: net::IncomingStreams,
+    blobs: Arc<BlobStore>,
+    metrics: Arc<crate::Metrics>,
+    corrupt: bool,
+) {
+    use futures::StreamExt;
+    let slots = Arc::new(tokio::sync::Semaphore::new(BLOB_STREAMS_SERVED_MAX));
+    while let Some((peer, stream)) = incoming.next().await {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(target: "plexus::blob", %peer, "blob stream refused: {BLOB_STREAMS_SERVED_MAX} (BLOB_STREAMS_SERVED_MAX) already served");
+            continue; // dropped: the stream closes
+        };
+        let (blobs, metrics) = (blobs.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(stream, &blobs, &metrics, corrupt).await {
+                tracing::debug!(target: "plexus::blob", %peer, "blob stream ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_stream(
+    mut stream: net::Stream,
+    blobs: &BlobStore,
+    metrics: &crate::Metrics,
+    corrupt: bool,
+) -> std::io::Result<()> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt};
+    let idle = |e| std::io::Error::new(std::io::ErrorKind::TimedOut, e);
+    let mut len = [0u8; 4];
+    tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut len))
+        .await
+        .map_err(idle)??;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > 4096 {
+        return Err(std::io::Error::other(format!(
+            "a blob request of {len} bytes"
+        )));
+    }
+    let mut request = vec![0u8; len];
+    tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut request))
+        .await
+        .map_err(idle)??;
+    let request: BlobRequest = net::wire::decode(&request).map_err(std::io::Error::other)?;
+    let mut file = match tokio::fs::File::open(blobs.path(&request.hash)).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            stream.write_all(&NOT_FOUND.to_le_bytes()).await?;
+            return stream.close().await;
+        }
+        Err(e) => return Err(e),
+    };
+    let total_bytes = file.metadata().await?.len();
+    let offset = request.offset.min(total_bytes);
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    stream.write_all(&total_bytes.to_le_bytes()).await?;
+    let mut buf = vec![0u8; STREAM_BUFFER_BYTES];
+    let mut first = true;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        if corrupt && first {
+            buf[0] ^= 0xff;
+        }
+        first = false;
+        tokio::time::timeout(BLOB_STREAM_IDLE, stream.write_all(&buf[..n]))
+            .await
+            .map_err(idle)??;
+        metrics.blob("out", n as u64);
+    }
+    stream.close().await
+}
+
+/// Fetches a blob from `peer` on one stream into the store; `None` when
+/// the peer offers no blob stream (the caller falls back to chunks).
+async fn fetch_on_stream(
+    net: &NetHandle,
+    blobs: &Arc<BlobStore>,
+    metrics: &crate::Metrics,
+    peer: PeerId,
+    hash: BlobHash,
+) -> Option<Result<(), FetchError>> {
+    use FetchError::Other;
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = net.open_blob_stream(peer).await.ok()?;
+    let fetched = async {
+        let idle = |_| {
+            Other(format!(
+                "blob {hash} from {peer}: no bytes for {BLOB_STREAM_IDLE:?}"
+            ))
+        };
+        let io = |e: std::io::Error| Other(format!("blob {hash} from {peer}: {e}"));
+        let request = net::wire::encode(&BlobRequest { hash, offset: 0 })
+            .map_err(|e| Other(e.to_string()))?;
+        stream
+            .write_all(&(request.len() as u32).to_le_bytes())
+            .await
+            .map_err(io)?;
+        stream.write_all(&request).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
+        let mut size = [0u8; 8];
+        tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut size))
+            .await
+            .map_err(idle)?
+            .map_err(io)?;
+        let total_bytes = u64::from_le_bytes(size);
+        if total_bytes == NOT_FOUND {
+            return Err(Other(format!("{peer} does not have blob {hash}")));
+        }
+        if total_bytes > store::BLOB_BYTES_MAX {
+            return Err(FetchError::Mismatch(format!(
+                "{peer} offered blob {hash} of {total_bytes} bytes, over BLOB_BYTES_MAX"
+            )));
+        }
+        let mut writer = blobs.writer().map_err(|e| Other(e.to_string()))?;
+        let mut buf = vec![0u8; STREAM_BUFFER_BYTES];
+        let mut left = total_bytes;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = tokio::time::timeout(BLOB_STREAM_IDLE, stream.read(&mut buf[..want]))
+                .await
+                .map_err(idle)?
+                .map_err(io)?;
+            if n == 0 {
+                return Err(Other(format!(
+                    "{peer} closed blob {hash} {left} bytes short"
+                )));
+            }
+            writer.write(&buf[..n]).map_err(|e| Other(e.to_string()))?;
+            metrics.blob("in", n as u64);
+            left -= n as u64;
+        }
+        writer.finish(&hash).map_err(|e| {
+            tracing::warn!(target: "plexus::blob", %peer, "rejected blob: {e}");
+            match e {
+                store::StoreError::HashMismatch { .. } => FetchError::Mismatch(e.to_string()),
+                other => Other(other.to_string()),
+            }
+        })
+    };
+    Some(fetched.await)
+}
+
 /// Chunk requests one fetch keeps in flight: enough to fill a fast link
 /// (one at a time, each chunk waits for a round trip), and a bound on the
 /// memory a fetch holds (this many chunks).
 pub const FETCH_CHUNKS_IN_FLIGHT: usize = 8;
 
-/// Fetches a blob from `peer` unless the store has it already: the first
-/// chunk says its size, the others are asked for several at a time and
-/// written in order; every chunk must be exactly as long as its place.
+/// Fetches a blob from `peer` unless the store has it already: on one
+/// stream, or, where the peer has no blob streams, by chunks: the first
+/// says the size, the others are asked for several at a time and written
+/// in order; every chunk must be exactly as long as its place.
 pub async fn fetch(
+    net: &NetHandle,
+    blobs: &Arc<BlobStore>,
+    metrics: &crate::Metrics,
+    peer: PeerId,
+    hash: BlobHash,
+) -> Result<(), FetchError> {
+    if blobs.contains(&hash) {
+        return Ok(());
+    }
+    if let Some(fetched) = fetch_on_stream(net, blobs, metrics, peer, hash).await {
+        return fetched;
+    }
+    fetch_in_chunks(net, blobs, metrics, peer, hash).await
+}
+
+/// [`fetch`] by chunk requests, several in flight.
+async fn fetch_in_chunks(
     net: &NetHandle,
     blobs: &Arc<BlobStore>,
     metrics: &crate::Metrics,
@@ -90,9 +269,6 @@ pub async fn fetch(
 ) -> Result<(), FetchError> {
     use FetchError::Other;
     use futures::StreamExt;
-    if blobs.contains(&hash) {
-        return Ok(());
-    }
     let mut writer = blobs.writer().map_err(|e| Other(e.to_string()))?;
     let chunk = |offset: u64| {
         let net = net.clone();
@@ -146,4 +322,85 @@ pub async fn fetch(
             other => Other(other.to_string()),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use net::{Keypair, NetConfig};
+
+    /// Two network actors on loopback, the first serving its store's
+    /// streams: (fetcher, server, server's store, fetcher's store, their
+    /// directory). The server's actor runs while its handle lives.
+    #[allow(clippy::type_complexity)]
+    async fn pair(
+        corrupt: bool,
+    ) -> (
+        NetHandle,
+        NetHandle,
+        Arc<BlobStore>,
+        Arc<BlobStore>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let serving = Arc::new(BlobStore::open(dir.path().join("a")).expect("store"));
+        let fetching = Arc::new(BlobStore::open(dir.path().join("b")).expect("store"));
+        let config = || NetConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootstrap: Vec::new(),
+            mdns: false,
+        };
+        let (a, mut a_events, addrs) = net::spawn(config()).await.expect("net a");
+        let (b, mut b_events, _) = net::spawn(config()).await.expect("net b");
+        let metrics = Arc::new(crate::Metrics::new());
+        tokio::spawn(serve_streams(
+            a.accept_blob_streams().expect("accept"),
+            serving.clone(),
+            metrics,
+            corrupt,
+        ));
+        tokio::spawn(async move { while a_events.recv().await.is_some() {} });
+        b.dial(addrs[0].clone()).await.expect("dial");
+        while let Some(event) = b_events.recv().await {
+            if matches!(event, net::Event::Connected(p) if p == a.local_peer_id) {
+                break;
+            }
+        }
+        tokio::spawn(async move { while b_events.recv().await.is_some() {} });
+        (b, a, serving, fetching, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blob_crosses_on_one_stream_byte_for_byte_and_a_corrupt_one_is_refused() {
+        let bytes: Vec<u8> = (0..3 * STREAM_BUFFER_BYTES + 12_345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let metrics = crate::Metrics::new();
+
+        let (net, server, serving, fetching, _dir) = pair(false).await;
+        let server = server.local_peer_id;
+        let hash = serving.put_bytes(&bytes).expect("put");
+        fetch(&net, &fetching, &metrics, server, hash)
+            .await
+            .expect("fetched");
+        assert_eq!(std::fs::read(fetching.path(&hash)).expect("read"), bytes);
+        let missing = BlobHash::of(b"nobody has this");
+        assert!(matches!(
+            fetch(&net, &fetching, &metrics, server, missing).await,
+            Err(FetchError::Other(_))
+        ));
+
+        let (net, server, serving, fetching, _dir) = pair(true).await;
+        let server = server.local_peer_id;
+        let hash = serving.put_bytes(&bytes).expect("put");
+        assert!(matches!(
+            fetch(&net, &fetching, &metrics, server, hash).await,
+            Err(FetchError::Mismatch(_))
+        ));
+        assert!(
+            !fetching.contains(&hash),
+            "nothing of a refused blob is kept"
+        );
+    }
 }

@@ -297,6 +297,13 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         }
         None => None,
     };
+    let corrupt = provider.as_ref().is_some_and(|p| p.corrupts_blobs());
+    tokio::spawn(blobs::serve_streams(
+        net.accept_blob_streams()?,
+        blobs.clone(),
+        metrics.clone(),
+        corrupt,
+    ));
     let (api_tx, api_rx) = mpsc::channel(API_QUEUE_MAX);
     let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE_MAX);
     let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);

@@ -1,7 +1,7 @@
 //! B5: a 256 MiB blob from a provider's store to a requester's, through
-//! the node's own network actor and blob protocol (`node::blobs`: chunks by
-//! request, hash-checked, written to the store), against one bare libp2p
-//! stream on the same transport (`net::baseline`), in the same run.
+//! the node's own network actor and blob protocol (`node::blobs`: one
+//! stream per blob, hash-checked, written to the store), against one bare
+//! libp2p stream on the same transport (`net::baseline`), in the same run.
 
 use super::Row;
 use anyhow::Context;
@@ -82,6 +82,12 @@ async fn blob_fetch(transport: Transport, bytes: u64, dir: &Path) -> anyhow::Res
     let (requester, mut requester_events, _) = net::spawn(config()).await?;
     let metrics = Arc::new(node::Metrics::new());
     let provider_id: PeerId = provider.local_peer_id;
+    tokio::spawn(node::blobs::serve_streams(
+        provider.accept_blob_streams()?,
+        provider_store.clone(),
+        metrics.clone(),
+        false,
+    ));
     {
         let (net, blobs, metrics) = (provider.clone(), provider_store.clone(), metrics.clone());
         tokio::spawn(async move {

@@ -41,6 +41,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(5);
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 const TASK_PROTOCOL: &str = "/plexus/task/1";
 const BLOB_PROTOCOL: &str = "/plexus/blob/1";
+/// Opening a blob stream (a dial included, when not connected) takes at most this.
+const BLOB_STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A whole blob on one stream: the request, then its size and bytes.
 const BLOB_STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new("/plexus/blob-stream/1");
 
@@ -138,14 +140,22 @@ impl NetHandle {
     }
     /// A stream to `peer` for one blob (see `node::blobs`).
     pub async fn open_blob_stream(&self, peer: PeerId) -> Result<libp2p::Stream, NetError> {
-        self.streams
-            .clone()
-            .open_stream(peer, BLOB_STREAM_PROTOCOL)
-            .await
-            .map_err(|e| NetError::Request {
-                peer: peer.to_string(),
-                message: format!("open a blob stream: {e}"),
-            })
+        let failed = |message: String| NetError::Request {
+            peer: peer.to_string(),
+            message,
+        };
+        let mut control = self.streams.clone();
+        tokio::time::timeout(
+            BLOB_STREAM_OPEN_TIMEOUT,
+            control.open_stream(peer, BLOB_STREAM_PROTOCOL),
+        )
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "no blob stream within {BLOB_STREAM_OPEN_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| failed(format!("open a blob stream: {e}")))
     }
 
     /// The blob streams other peers open to this node; once per node.

@@ -362,8 +362,6 @@ pub(crate) struct Requester {
     internal: mpsc::Sender<Internal>,
     jobs: Vec<JobState>,
     next_job: usize,
-    /// Requests out to each provider (a task or a batch each): its credit.
-    requests_in_flight: HashMap<PeerId, u32>,
     /// Every provider's record, loaded from the database and kept in step.
     reputation: HashMap<PeerId, Record>,
     networks: HashMap<PeerId, String>,
@@ -404,7 +402,6 @@ impl Requester {
             internal,
             jobs: Vec::new(),
             next_job: 0,
-            requests_in_flight: HashMap::new(),
             reputation,
             networks: HashMap::new(),
             local_sandboxes: [None, None],
@@ -810,8 +807,19 @@ impl Requester {
         }
         let slots_total: u32 = ranked.iter().map(|c| c.offer.slots_total).sum();
         // The credit window counts requests: each takes one slot there,
-        // whatever its number of tasks.
-        let mut in_flight = self.requests_in_flight.clone();
+        // whatever its number of tasks. A request counts while any of its
+        // tasks is out (its tasks share one send time, see `send_batch`):
+        // one whose tasks were all settled elsewhere, or that its provider
+        // holds without answering, no longer stops the provider's next.
+        let mut in_flight: HashMap<PeerId, u32> = HashMap::new();
+        let mut requests: HashSet<(PeerId, Instant)> = HashSet::new();
+        for &j in &running {
+            for &(peer, sent_at) in self.jobs[j].running.values() {
+                if requests.insert((peer, sent_at)) {
+                    *in_flight.entry(peer).or_default() += 1;
+                }
+            }
+        }
         for c in &ranked {
             let credit = c.offer.slots_total + PREFETCH_PER_PROVIDER;
             let mut idle_rounds = 0;
@@ -1024,6 +1032,8 @@ impl Requester {
         let peer = c.peer;
         let record = self.reputation.get(&peer).copied();
         let job = &mut self.jobs[j];
+        // One send time for the request's tasks: dispatch tells a
+        // provider's requests apart by it.
         let now = Instant::now();
         let sent_at_ms = now_ms();
         let mut assignments = Vec::with_capacity(indices.len());
@@ -1062,7 +1072,6 @@ impl Requester {
             .iter()
             .map(|a| attempt_timeout(&a.limits, c.offer.fuel_per_sec))
             .sum::<Duration>();
-        *self.requests_in_flight.entry(peer).or_default() += 1;
         let (net, blobs, internal, metrics) = (
             self.net.clone(),
             self.blobs.clone(),
@@ -1126,11 +1135,6 @@ impl Requester {
             | Completion::Local { job, .. }
             | Completion::Assembled { job, .. } => job.clone(),
         };
-        if let Completion::Tasks { peer, .. } = &completion
-            && let Some(n) = self.requests_in_flight.get_mut(peer)
-        {
-            *n = n.saturating_sub(1);
-        }
         let Some(j) = self.jobs.iter().position(|job| job.id == id) else {
             return;
         };

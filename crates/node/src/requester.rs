@@ -238,6 +238,8 @@ struct JobState {
     task_ms: Option<f64>,
     /// The longest run time seen lately (slowly forgotten).
     task_ms_longest: f64,
+    /// The largest estimated size of one result in an answer so far.
+    answer_bytes_max: u64,
     /// The requester's own runs, waiting to be applied.
     local: HashMap<u64, Reported>,
     verifier: Option<JobVerifier<PeerId>>,
@@ -293,6 +295,7 @@ impl JobState {
             durations: VecDeque::new(),
             task_ms: None,
             task_ms_longest: 0.0,
+            answer_bytes_max: 0,
             local: HashMap::new(),
             verifier,
             done: 0,
@@ -1023,7 +1026,15 @@ impl Requester {
             .pending
             .len()
             .div_ceil(slots_total.max(1) as usize * BATCH_SHARES_PER_SLOT);
-        by_time.min(fair_share).clamp(1, wire::BATCH_TASKS_MAX)
+        // A batch's answer must fit its bound (BATCH_BYTES_BUDGET): tasks
+        // with long stderr tails or many outputs go fewer at a time, or
+        // the provider would refuse the ones that do not fit, again and
+        // again.
+        let by_bytes = (wire::BATCH_BYTES_BUDGET / job.answer_bytes_max.max(1)) as usize;
+        by_time
+            .min(fair_share)
+            .min(by_bytes)
+            .clamp(1, wire::BATCH_TASKS_MAX)
     }
 
     /// Hands executions of job `j` to one provider in one request; each
@@ -1239,6 +1250,20 @@ impl Requester {
                 if let Some(s) = job.shares.get_mut(&peer) {
                     s.busy_ms += reported.run_ms;
                 }
+                // As the provider estimates a result's share of an answer.
+                let answer_bytes = reported.stderr_tail.len() as u64
+                    + reported
+                        .outputs
+                        .iter()
+                        .map(|o| o.name.len() as u64 + 56)
+                        .sum::<u64>()
+                    + job
+                        .inputs
+                        .iter()
+                        .map(|(name, _)| name.len() as u64 + 40)
+                        .sum::<u64>()
+                    + 640;
+                job.answer_bytes_max = job.answer_bytes_max.max(answer_bytes);
                 let Some(v) = &mut job.verifier else {
                     let fuel = reported.fuel;
                     return self.settle(j, index, *reported, vec![(peer, fuel)], "Unverified");

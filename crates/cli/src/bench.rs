@@ -445,7 +445,9 @@ fn job_file(root: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
 fn submit_and_wait(client: &Client, job: &Path) -> anyhow::Result<(Duration, JobStatus)> {
     let started = Instant::now();
     let id = crate::job::submit(client, job)?;
-    let mut events = client.get_stream(&format!("/api/jobs/{id}/events"))?;
+    // A job that can never finish (its every provider excluded) must not
+    // hang the suite.
+    let mut events = client.get_stream(&format!("/api/jobs/{id}/events"), Some(JOB_TIMEOUT))?;
     let mut sink = Vec::new();
     events
         .by_ref()

@@ -77,10 +77,20 @@ impl Client {
             .with_context(|| format!("{path}: bad JSON"))
     }
 
-    /// A streamed body (server-sent events), to read until the server ends it.
-    pub fn get_stream(&self, path: &str) -> anyhow::Result<impl std::io::Read + use<>> {
+    /// A streamed body (server-sent events), to read until the server ends
+    /// it or, when given, until `within` has passed (then reading fails).
+    pub fn get_stream(
+        &self,
+        path: &str,
+        within: Option<std::time::Duration>,
+    ) -> anyhow::Result<impl std::io::Read + use<>> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.stream_agent.get(&url);
+        let mut request = self
+            .stream_agent
+            .get(&url)
+            .config()
+            .timeout_global(within)
+            .build();
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }

@@ -176,6 +176,28 @@ async fn fetch_on_stream(
     use FetchError::Other;
     use futures::{AsyncReadExt, AsyncWriteExt};
     let mut stream = net.open_blob_stream(peer).await.ok()?;
+    // Up to the size, any failure means "no stream here": the server may
+    // have dropped it unanswered (its accept queue full under load, or over
+    // BLOB_STREAMS_SERVED_MAX), and the chunk requests still work.
+    let header = async {
+        let request = net::wire::encode(&BlobRequest { hash, offset: 0 }).ok()?;
+        stream
+            .write_all(&(request.len() as u32).to_le_bytes())
+            .await
+            .ok()?;
+        stream.write_all(&request).await.ok()?;
+        stream.flush().await.ok()?;
+        let mut size = [0u8; 8];
+        tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut size))
+            .await
+            .ok()?
+            .ok()?;
+        Some(u64::from_le_bytes(size))
+    };
+    let Some(total_bytes) = header.await else {
+        tracing::debug!(target: "plexus::blob", %peer, "no answer on a blob stream for {hash}: fetching it in chunks");
+        return None;
+    };
     let fetched = async {
         let idle = |_| {
             Other(format!(
@@ -183,20 +205,6 @@ async fn fetch_on_stream(
             ))
         };
         let io = |e: std::io::Error| Other(format!("blob {hash} from {peer}: {e}"));
-        let request = net::wire::encode(&BlobRequest { hash, offset: 0 })
-            .map_err(|e| Other(e.to_string()))?;
-        stream
-            .write_all(&(request.len() as u32).to_le_bytes())
-            .await
-            .map_err(io)?;
-        stream.write_all(&request).await.map_err(io)?;
-        stream.flush().await.map_err(io)?;
-        let mut size = [0u8; 8];
-        tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut size))
-            .await
-            .map_err(idle)?
-            .map_err(io)?;
-        let total_bytes = u64::from_le_bytes(size);
         if total_bytes == NOT_FOUND {
             return Err(Other(format!("{peer} does not have blob {hash}")));
         }

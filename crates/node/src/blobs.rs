@@ -231,13 +231,7 @@ async fn fetch_on_stream(
             metrics.blob("in", n as u64);
             left -= n as u64;
         }
-        writer.finish(&hash).map_err(|e| {
-            tracing::warn!(target: "plexus::blob", %peer, "rejected blob: {e}");
-            match e {
-                store::StoreError::HashMismatch { .. } => FetchError::Mismatch(e.to_string()),
-                other => Other(other.to_string()),
-            }
-        })
+        finish(writer, &hash, peer)
     };
     Some(fetched.await)
 }
@@ -323,11 +317,17 @@ async fn fetch_in_chunks(
             next += BLOB_CHUNK_BYTES_MAX;
         }
     }
-    writer.finish(&hash).map_err(|e| {
+    finish(writer, &hash, peer)
+}
+
+/// Commits a fetched blob to the store; bytes that do not hash to what was
+/// asked for are the sender's lie, refused and not kept.
+fn finish(writer: store::BlobWriter<'_>, hash: &BlobHash, peer: PeerId) -> Result<(), FetchError> {
+    writer.finish(hash).map_err(|e| {
         tracing::warn!(target: "plexus::blob", %peer, "rejected blob: {e}");
         match e {
             store::StoreError::HashMismatch { .. } => FetchError::Mismatch(e.to_string()),
-            other => Other(other.to_string()),
+            other => FetchError::Other(other.to_string()),
         }
     })
 }

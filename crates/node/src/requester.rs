@@ -177,6 +177,9 @@ pub(crate) struct Reported {
     fuel: u64,
     run_ms: u64,
     stderr_tail: Vec<u8>,
+    /// Its share of a batch's answer, as the provider estimates it
+    /// (`ResultBody::size_estimate`); 0 for the requester's own runs.
+    answer_bytes: u64,
     /// Kept until the task is settled: evidence if it is contradicted.
     signed: Option<SignedResult>,
 }
@@ -1250,20 +1253,7 @@ impl Requester {
                 if let Some(s) = job.shares.get_mut(&peer) {
                     s.busy_ms += reported.run_ms;
                 }
-                // As the provider estimates a result's share of an answer.
-                let answer_bytes = reported.stderr_tail.len() as u64
-                    + reported
-                        .outputs
-                        .iter()
-                        .map(|o| o.name.len() as u64 + 56)
-                        .sum::<u64>()
-                    + job
-                        .inputs
-                        .iter()
-                        .map(|(name, _)| name.len() as u64 + 40)
-                        .sum::<u64>()
-                    + 640;
-                job.answer_bytes_max = job.answer_bytes_max.max(answer_bytes);
+                job.answer_bytes_max = job.answer_bytes_max.max(reported.answer_bytes);
                 let Some(v) = &mut job.verifier else {
                     let fuel = reported.fuel;
                     return self.settle(j, index, *reported, vec![(peer, fuel)], "Unverified");
@@ -1618,6 +1608,7 @@ impl Requester {
                     fuel: body.fuel_used.unwrap_or(0),
                     run_ms: body.run_ms,
                     stderr_tail: body.stderr_tail,
+                    answer_bytes: 0,
                     signed: None,
                 }))
             })
@@ -1986,8 +1977,10 @@ async fn check_answer(
         &body.outputs,
         &body.stderr_tail,
     );
+    let answer_bytes = body.size_estimate();
     TaskDone::Ok(Box::new(Reported {
         claim,
+        answer_bytes,
         outcome: body.outcome,
         outputs: body.outputs,
         fuel: body.fuel_used.unwrap_or(0),

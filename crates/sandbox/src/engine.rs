@@ -72,9 +72,16 @@ impl Sandbox {
             .wasm_exceptions(true)
             .max_wasm_stack(WASM_STACK_BYTES_MAX)
             .parallel_compilation(config.parallel_compilation);
-        if std::env::var_os("PLEXUS_PERFMAP").is_some() {
+        match std::env::var("PLEXUS_PERFMAP").as_deref() {
+            // For `perf record -k 1` and `perf inject --jit`: machine code too.
+            Ok("jitdump") => {
+                wasm.profiler(wasmtime::ProfilingStrategy::JitDump);
+            }
             // For `perf record`: wasmtime writes /tmp/perf-PID.map.
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            Ok(_) => {
+                wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
+            Err(_) => {}
         }
         let codegen_level = fix_codegen_level(&mut wasm)?;
         let engine =

@@ -3,7 +3,8 @@
 //! as a process (cargo builds it for this host). WASM: the built-in module
 //! in this binary's sandbox, compiled beforehand, with the metering Plexus
 //! ships (fuel, and the epoch deadline), and again with fuel off (epoch
-//! only) for the comparison DESIGN.md asks for. Best of `reps` each.
+//! only) for the comparison DESIGN.md asks for. Best of `reps` each (five:
+//! the machines are noisy).
 
 use super::Row;
 use anyhow::{Context, bail};
@@ -99,7 +100,7 @@ fn kernels(workloads: &Path, smoke: bool) -> Vec<Kernel> {
         },
         Kernel {
             name: "blur",
-            what: "3×3 blur of a 4K RGBA image, 4 passes".into(),
+            what: "3×3 Gaussian blur of a 4K RGBA image, 4 passes".into(),
             args: blur,
             input: None,
             out_file: None,
@@ -118,7 +119,7 @@ fn kernels(workloads: &Path, smoke: bool) -> Vec<Kernel> {
 
 /// Builds the native kernels, runs both sides, and returns B3's rows.
 pub(super) fn run(workloads: &Path, root: &Path, smoke: bool) -> anyhow::Result<Vec<Row>> {
-    let reps = if smoke { 1 } else { 3 };
+    let reps = if smoke { 1 } else { 5 };
     let native_dir = build_native(workloads)?;
     let mut rows = Vec::new();
     let mut ratios = Vec::new();

@@ -29,6 +29,8 @@ use utoipa::OpenApi;
 pub const REQUEST_BODY_BYTES_MAX: usize = 2 << 20;
 /// How often a job's event stream looks for a change.
 pub const EVENTS_POLL: Duration = Duration::from_millis(250);
+/// The longest a submission may wait for its job to end (`wait_s`).
+pub const SUBMIT_WAIT_S_MAX: u64 = 600;
 /// Tasks listed when a request does not say.
 pub const TASKS_PAGE_DEFAULT: u64 = 1_000;
 
@@ -241,21 +243,70 @@ async fn openapi() -> Response {
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Submitted {
     pub id: String,
+    /// With `wait_s`: the job's status when it ended, or when the wait ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct SubmitWait {
+    /// Answer when the job has ended, or after this many seconds at most
+    /// (SUBMIT_WAIT_S_MAX), with its status: one request from a job to its
+    /// result, for short jobs.
+    wait_s: Option<u64>,
 }
 
 /// Submits a job: the job file's text and the directory its paths start from.
-#[utoipa::path(post, path = "/api/jobs", request_body = JobSubmission,
+#[utoipa::path(post, path = "/api/jobs", request_body = JobSubmission, params(SubmitWait),
     responses(
-        (status = 201, description = "Accepted and recorded", body = Submitted),
-        (status = 400, description = "Malformed body or invalid job file", body = ErrorBody),
+        (status = 201, description = "Accepted and recorded (and ended, or waited for wait_s)", body = Submitted),
+        (status = 400, description = "Malformed body, invalid job file or wait_s", body = ErrorBody),
         (status = 413, description = "Body over REQUEST_BODY_BYTES_MAX", body = ErrorBody),
     ))]
 async fn submit_job(
     State(s): State<AppState>,
+    wait: Result<Query<SubmitWait>, axum::extract::rejection::QueryRejection>,
     JsonBody(job): JsonBody<JobSubmission>,
 ) -> Result<Response, Failure> {
+    let Query(wait) = wait.map_err(|e| Failure(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let wait = match wait.wait_s {
+        Some(w) if w > SUBMIT_WAIT_S_MAX => {
+            return Err(Failure(
+                StatusCode::BAD_REQUEST,
+                format!("wait_s {w} is over {SUBMIT_WAIT_S_MAX} (SUBMIT_WAIT_S_MAX)"),
+            ));
+        }
+        w => w.map(Duration::from_secs),
+    };
+    // Watching before submitting: no change between the two is missed.
+    let mut changes = s.node.changes();
     let id = s.node.submit(job).await?;
-    Ok((StatusCode::CREATED, Json(Submitted { id })).into_response())
+    let status = match wait {
+        Some(wait) => Some(wait_for_end(&s.node, &id, &mut changes, wait).await?),
+        None => None,
+    };
+    Ok((StatusCode::CREATED, Json(Submitted { id, status })).into_response())
+}
+
+/// The job's status once it has ended, or when `wait` has passed.
+async fn wait_for_end(
+    node: &NodeHandle,
+    id: &str,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    wait: Duration,
+) -> Result<JobStatus, Failure> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        changes.borrow_and_update();
+        let status = node.status(id.to_owned()).await?;
+        let ended = !matches!(status.state.as_str(), "running" | "assembling");
+        if ended || tokio::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        // Woken by the node's next change; EVENTS_POLL at the latest.
+        let next = deadline.min(tokio::time::Instant::now() + EVENTS_POLL);
+        let _ = tokio::time::timeout_at(next, changes.changed()).await;
+    }
 }
 
 /// Every job this node holds, oldest first.

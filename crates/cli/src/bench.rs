@@ -18,17 +18,15 @@ use anyhow::{Context, bail};
 use clap::Args;
 use node::{JobStatus, PeerInfo};
 use serde::Serialize;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The Mandelbrot of shared/bench: the sum of its iteration counts.
 const MANDEL_CHECKSUM: u64 = 181_208_237;
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest one benchmark job may take before the suite gives up on it.
-const JOB_TIMEOUT: Duration = Duration::from_secs(600);
-/// Largest event stream read while waiting for a job.
-const EVENTS_BYTES_MAX: u64 = 64 << 20;
+/// Longest one benchmark job may take before the suite gives up on it (the
+/// longest a node waits for a job before answering its submission).
+const JOB_TIMEOUT: Duration = Duration::from_secs(api::SUBMIT_WAIT_S_MAX);
 
 #[derive(Args)]
 #[command(
@@ -440,31 +438,22 @@ fn job_file(root: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Submits a job and waits for its end on the server-sent event stream (no
-/// polling delay); the time from before the submission to the end.
+/// Submits a job and waits for its end in the same request (the node
+/// answers when the job has ended); the time from before the submission to
+/// the answer.
 fn submit_and_wait(client: &Client, job: &Path) -> anyhow::Result<(Duration, JobStatus)> {
     let started = Instant::now();
-    let id = crate::job::submit(client, job)?;
     // A job that can never finish (its every provider excluded) must not
-    // hang the suite.
-    let mut events = client.get_stream(&format!("/api/jobs/{id}/events"), Some(JOB_TIMEOUT))?;
-    let mut sink = Vec::new();
-    events
-        .by_ref()
-        .take(EVENTS_BYTES_MAX)
-        .read_to_end(&mut sink)
-        .context("read the job's events")?;
+    // hang the suite: the node answers after JOB_TIMEOUT at the latest.
+    let (id, status) = crate::job::submit_and_wait(client, job, Some(JOB_TIMEOUT))?;
     let wall = started.elapsed();
-    let status: JobStatus = client.get(&format!("/api/jobs/{id}"))?;
+    let status = status.context("the node answered without the job's status")?;
     if status.state != "completed" {
         bail!(
-            "benchmark job {id} {}: {}",
+            "benchmark job {id} {} after {wall:?}: {}",
             status.state,
             status.error.unwrap_or_default()
         );
-    }
-    if wall > JOB_TIMEOUT {
-        bail!("benchmark job {id} took {wall:?}");
     }
     Ok((wall, status))
 }

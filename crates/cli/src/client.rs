@@ -14,8 +14,6 @@ pub fn default_api() -> String {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
-    /// For event streams, which last as long as their job.
-    stream_agent: ureq::Agent,
     /// `$PLEXUS_API_TOKEN`: what a node off this machine asks for.
     token: Option<String>,
 }
@@ -27,15 +25,9 @@ impl Client {
             .timeout_global(Some(std::time::Duration::from_secs(60)))
             .build()
             .into();
-        let stream_agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
         Client {
             base: base.trim_end_matches('/').to_owned(),
             agent,
-            stream_agent,
             token: std::env::var("PLEXUS_API_TOKEN").ok(),
         }
     }
@@ -77,29 +69,6 @@ impl Client {
             .with_context(|| format!("{path}: bad JSON"))
     }
 
-    /// A streamed body (server-sent events), to read until the server ends
-    /// it or, when given, until `within` has passed (then reading fails).
-    pub fn get_stream(
-        &self,
-        path: &str,
-        within: Option<std::time::Duration>,
-    ) -> anyhow::Result<impl std::io::Read + use<>> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self
-            .stream_agent
-            .get(&url)
-            .config()
-            .timeout_global(within)
-            .build();
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let response = request
-            .call()
-            .with_context(|| format!("cannot reach the node's API at {}", self.base))?;
-        Ok(self.check(path, response)?.into_body().into_reader())
-    }
-
     pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let mut response = self.get_response(path)?;
         response
@@ -115,8 +84,21 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
+        self.post_within(path, body, None)
+    }
+
+    /// A POST whose answer may take up to `within` (the agent's 60 s otherwise).
+    pub fn post_within<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        within: Option<std::time::Duration>,
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.post(&url);
+        if let Some(within) = within {
+            request = request.config().timeout_global(Some(within)).build();
+        }
         if let Some(token) = &self.token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }

@@ -109,6 +109,17 @@ pub fn job(a: JobArgs) -> anyhow::Result<u8> {
 }
 
 pub fn submit(client: &Client, job: &std::path::Path) -> anyhow::Result<String> {
+    submit_and_wait(client, job, None).map(|(id, _)| id)
+}
+
+/// Submits a job and, with `wait`, has the node answer once the job has
+/// ended (or `wait` has passed) with its status: one request from a job file
+/// to its result.
+pub fn submit_and_wait(
+    client: &Client,
+    job: &std::path::Path,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<(String, Option<JobStatus>)> {
     let (shown, job_toml) = crate::local::read_job_file(job)?;
     // Check it here too, so a bad file fails before reaching the node.
     types::Job::parse(&shown, &job_toml)?;
@@ -121,11 +132,16 @@ pub fn submit(client: &Client, job: &std::path::Path) -> anyhow::Result<String> 
         job_toml,
         base_dir: base.display().to_string(),
     };
-    let reply: serde_json::Value = client.post("/api/jobs", &submission)?;
-    reply["id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the node answered without a job id")
+    let reply: api::Submitted = match wait {
+        // A little longer than the node waits, so that its answer comes first.
+        Some(wait) => client.post_within(
+            &format!("/api/jobs?wait_s={}", wait.as_secs()),
+            &submission,
+            Some(wait + std::time::Duration::from_secs(10)),
+        )?,
+        None => client.post("/api/jobs", &submission)?,
+    };
+    Ok((reply.id, reply.status))
 }
 
 /// Polls a job to its end, with a progress bar naming the providers at work.

@@ -49,6 +49,10 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const FAILURES_BEFORE_EXCLUSION: u32 = 3;
 /// Jobs kept by one node (finished ones included).
 const JOBS_MAX: usize = 1024;
+/// Finished jobs that leave memory at once when JOBS_MAX is reached (their
+/// records stay in the database): one shift of the list per this many
+/// submissions, not one per submission.
+const JOBS_EVICTED_AT_ONCE: usize = JOBS_MAX / 4;
 /// Queued executions one provider's turn looks through for one it may run:
 /// a replica must skip the providers that already hold its task.
 const PENDING_SCAN_MAX: usize = 64;
@@ -164,7 +168,8 @@ pub(crate) enum Completion {
     },
     Assembled {
         job: String,
-        result: Result<(PathBuf, Option<u64>), String>,
+        /// The result's path (none when the tasks wrote nothing) and checksum.
+        result: Result<(Option<PathBuf>, Option<u64>), String>,
     },
 }
 
@@ -367,6 +372,9 @@ pub(crate) struct Requester {
     net: NetHandle,
     internal: mpsc::Sender<Internal>,
     jobs: Vec<JobState>,
+    /// Where each job is in `jobs`: a lookup per API call and per result
+    /// must not compare ids with a thousand jobs.
+    job_index: HashMap<String, usize>,
     next_job: usize,
     /// Every provider's record, loaded from the database and kept in step.
     reputation: HashMap<PeerId, Record>,
@@ -407,6 +415,7 @@ impl Requester {
             net,
             internal,
             jobs: Vec::new(),
+            job_index: HashMap::new(),
             next_job: 0,
             reputation,
             networks: HashMap::new(),
@@ -555,29 +564,45 @@ impl Requester {
         let settled = &state.settled;
         state.pending.retain(|(t, _)| !settled[*t as usize]);
         state.verifier = verifier;
-        self.jobs.push(state);
-        Ok(self.jobs.len() - 1)
+        Ok(self.push_job(state))
+    }
+
+    fn push_job(&mut self, job: JobState) -> usize {
+        self.job_index.insert(job.id.clone(), self.jobs.len());
+        self.jobs.push(job);
+        self.jobs.len() - 1
+    }
+
+    fn find_job(&self, id: &str) -> Option<usize> {
+        self.job_index.get(id).copied()
+    }
+
+    /// Makes room for a job: the oldest finished ones leave memory, a batch
+    /// of them at once; an error when every job kept is still running.
+    fn make_room(&mut self) -> Result<(), NodeError> {
+        if self.jobs.len() < JOBS_MAX {
+            return Ok(());
+        }
+        let mut evict = JOBS_EVICTED_AT_ONCE;
+        self.jobs.retain(|j| {
+            let ended = !matches!(j.state, State::Running | State::Assembling);
+            let leaves = ended && evict > 0;
+            evict -= usize::from(leaves);
+            !leaves
+        });
+        if evict == JOBS_EVICTED_AT_ONCE {
+            return Err(NodeError::Job(format!(
+                "this node runs {JOBS_MAX} jobs already (JOBS_MAX)"
+            )));
+        }
+        self.job_index = (self.jobs.iter().enumerate())
+            .map(|(i, j)| (j.id.clone(), i))
+            .collect();
+        Ok(())
     }
 
     pub fn submit(&mut self, s: JobSubmission) -> Result<String, NodeError> {
-        if self.jobs.len() >= JOBS_MAX {
-            // The oldest finished job leaves memory (its record stays in the
-            // database); only running ones count against the bound.
-            match self
-                .jobs
-                .iter()
-                .position(|j| !matches!(j.state, State::Running | State::Assembling))
-            {
-                Some(oldest) => {
-                    self.jobs.remove(oldest);
-                }
-                None => {
-                    return Err(NodeError::Job(format!(
-                        "this node runs {JOBS_MAX} jobs already (JOBS_MAX)"
-                    )));
-                }
-            }
-        }
+        self.make_room()?;
         let job =
             Job::parse(&s.job_file, &s.job_toml).map_err(|e| NodeError::Job(e.to_string()))?;
         let base = PathBuf::from(&s.base_dir);
@@ -615,9 +640,9 @@ impl Requester {
         );
         let id = BlobHash::of(seed.as_bytes()).to_hex()[..16].to_owned();
         let n = job.task_count();
+        // Made by the assembly, if the job leaves anything to assemble: three
+        // directories cost a tenth of a one-task job's round trip.
         let dir = self.data_dir.join("jobs").join(&id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| NodeError::Job(format!("create {}: {e}", dir.display())))?;
         let verifier =
             verifier_for(&job).map_err(|e| NodeError::Job(format!("{}: {e}", s.job_file)))?;
         // Written before the submission is acknowledged.
@@ -638,7 +663,7 @@ impl Requester {
             .tasks
             .get_or_create(&crate::metrics::StateLabel { state: "submitted" })
             .inc_by(n);
-        self.jobs.push(JobState::new(
+        self.push_job(JobState::new(
             id.clone(),
             job,
             module,
@@ -652,7 +677,7 @@ impl Requester {
     }
 
     pub fn status(&self, id: &str) -> Option<JobStatus> {
-        self.jobs.iter().find(|j| j.id == id).map(status_of)
+        self.find_job(id).map(|j| status_of(&self.jobs[j]))
     }
 
     pub fn list(&self) -> Vec<JobStatus> {
@@ -666,11 +691,10 @@ impl Requester {
 
     /// Stops a job: nothing more is sent, results still out are ignored.
     pub fn cancel(&mut self, id: &str) -> Result<JobStatus, NodeError> {
-        let job = self
-            .jobs
-            .iter_mut()
-            .find(|j| j.id == id)
+        let j = self
+            .find_job(id)
             .ok_or_else(|| NodeError::UnknownJob(id.to_owned()))?;
+        let job = &mut self.jobs[j];
         if job.state != State::Running {
             return Err(NodeError::Conflict(format!(
                 "job {id} is {} and cannot be cancelled",
@@ -712,7 +736,7 @@ impl Requester {
 
     /// A page of a job's tasks: where each one stands.
     pub fn tasks(&self, id: &str, from: u64, limit: u64) -> Option<Vec<TaskInfo>> {
-        let job = self.jobs.iter().find(|j| j.id == id)?;
+        let job = &self.jobs[self.find_job(id)?];
         let mut running_on: HashMap<u64, Vec<String>> = HashMap::new();
         for ((index, _), (peer, _)) in &job.running {
             running_on.entry(*index).or_default().push(peer.to_string());
@@ -750,11 +774,9 @@ impl Requester {
 
     /// The settled task's file the job assembles (a tile), if any.
     pub fn task_output(&self, id: &str, index: u64) -> Result<PathBuf, NodeError> {
-        let job = self
-            .jobs
-            .iter()
-            .find(|j| j.id == id)
-            .ok_or_else(|| NodeError::UnknownJob(id.to_owned()))?;
+        let job = &self.jobs[self
+            .find_job(id)
+            .ok_or_else(|| NodeError::UnknownJob(id.to_owned()))?];
         if !job.settled.get(index as usize).copied().unwrap_or(false) {
             return Err(NodeError::Conflict(format!(
                 "task {index} of job {id} has no accepted result yet"
@@ -1149,7 +1171,7 @@ impl Requester {
             | Completion::Local { job, .. }
             | Completion::Assembled { job, .. } => job.clone(),
         };
-        let Some(j) = self.jobs.iter().position(|job| job.id == id) else {
+        let Some(j) = self.find_job(&id) else {
             return;
         };
         match completion {
@@ -1196,7 +1218,7 @@ impl Requester {
                 match result {
                     Ok((path, checksum)) => {
                         job.state = State::Completed;
-                        job.result = Some(path);
+                        job.result = path;
                         job.checksum = checksum;
                         tracing::info!(target: "plexus::job", job = %job.id, "job completed");
                     }
@@ -1521,6 +1543,23 @@ impl Requester {
             .settled_tasks(&job.id)
             .map(|tasks| tasks.into_iter().map(|t| (t.task, t.outputs)).collect())
             .map_err(|e| e.to_string());
+        // Nothing to put together (tasks that printed nothing, no assembly):
+        // the job ends here, without a trip through a blocking thread.
+        let nothing_written = job.job.assemble.kind == types::job::AssembleKind::None
+            && outputs.as_ref().is_ok_and(|tasks| {
+                tasks
+                    .values()
+                    .flatten()
+                    .all(|o| o.name == sandbox::STDOUT_FILE && o.size_bytes == 0)
+            });
+        if nothing_written {
+            let job = job.id.clone();
+            self.on_completion(Completion::Assembled {
+                job,
+                result: Ok((None, None)),
+            });
+            return;
+        }
         let (spec, dir, internal, job_id, blobs) = (
             job.job.clone(),
             job.dir.clone(),
@@ -1541,7 +1580,7 @@ impl Requester {
                     None => Err("no accepted result recorded".to_owned()),
                 };
                 assemble::assemble_job(&spec, files, &out)
-                    .map(|a| (a.path, a.checksum))
+                    .map(|a| (Some(a.path), a.checksum))
                     .map_err(|e| e.to_string())
             })
             .await

@@ -109,37 +109,41 @@ pub fn job(a: JobArgs) -> anyhow::Result<u8> {
 }
 
 pub fn submit(client: &Client, job: &std::path::Path) -> anyhow::Result<String> {
-    submit_and_wait(client, job, None).map(|(id, _)| id)
+    submit_and_wait(client, &prepare(job)?, None).map(|(id, _)| id)
 }
 
-/// Submits a job and, with `wait`, has the node answer once the job has
-/// ended (or `wait` has passed) with its status: one request from a job file
-/// to its result.
-pub fn submit_and_wait(
-    client: &Client,
-    job: &std::path::Path,
-    wait: Option<std::time::Duration>,
-) -> anyhow::Result<(String, Option<JobStatus>)> {
+/// A job file read and checked here, so that a bad file fails before
+/// reaching the node; ready to submit (as many times as wanted).
+pub fn prepare(job: &std::path::Path) -> anyhow::Result<JobSubmission> {
     let (shown, job_toml) = crate::local::read_job_file(job)?;
-    // Check it here too, so a bad file fails before reaching the node.
     types::Job::parse(&shown, &job_toml)?;
     let base = std::fs::canonicalize(job)?
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
-    let submission = JobSubmission {
+    Ok(JobSubmission {
         job_file: shown,
         job_toml,
         base_dir: base.display().to_string(),
-    };
+    })
+}
+
+/// Submits a job and, with `wait`, has the node answer once the job has
+/// ended (or `wait` has passed) with its status: one request from a job
+/// to its result.
+pub fn submit_and_wait(
+    client: &Client,
+    submission: &JobSubmission,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<(String, Option<JobStatus>)> {
     let reply: api::Submitted = match wait {
         // A little longer than the node waits, so that its answer comes first.
         Some(wait) => client.post_within(
             &format!("/api/jobs?wait_s={}", wait.as_secs()),
-            &submission,
+            submission,
             Some(wait + std::time::Duration::from_secs(10)),
         )?,
-        None => client.post("/api/jobs", &submission)?,
+        None => client.post("/api/jobs", submission)?,
     };
     Ok((reply.id, reply.status))
 }

@@ -11,6 +11,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, identity::Keypair, mdns, ping,
 };
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,8 +21,6 @@ pub const COMMAND_QUEUE_MAX: usize = 1024;
 pub const EVENT_QUEUE_MAX: usize = 4096;
 /// Inbound requests awaiting the node's answer; more are refused.
 pub const INBOUND_PENDING_MAX: usize = 4096;
-/// A task request stays open while the provider runs the task.
-const TASK_REQUEST_TIMEOUT: Duration = Duration::from_secs(900);
 const BLOB_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -39,7 +38,6 @@ const REDIAL_AFTER: Duration = Duration::from_secs(5);
 /// How often a bootstrap peer the node has lost (it restarted, or the
 /// network between was cut and healed) is dialled again; one dial at a time.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
-const TASK_PROTOCOL: &str = "/plexus/task/1";
 const BLOB_PROTOCOL: &str = "/plexus/blob/1";
 /// Opening a blob stream (a dial included, when not connected) takes at most this.
 const BLOB_STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +50,6 @@ struct Behaviour {
     ping: ping::Behaviour,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
     gossipsub: gossipsub::Behaviour,
-    task: request_response::cbor::Behaviour<TaskRequest, TaskResponse>,
     blob: request_response::cbor::Behaviour<BlobRequest, BlobResponse>,
     streams: libp2p_stream::Behaviour,
 }
@@ -100,19 +97,10 @@ pub enum Event {
 
 enum Command {
     PublishOffer(Offer),
-    SendTask {
-        peer: PeerId,
-        request: Box<TaskRequest>,
-        reply: oneshot::Sender<Result<TaskResponse, NetError>>,
-    },
     SendBlob {
         peer: PeerId,
         request: BlobRequest,
         reply: oneshot::Sender<Result<BlobResponse, NetError>>,
-    },
-    RespondTask {
-        id: InboundId,
-        response: TaskResponse,
     },
     RespondBlob {
         id: InboundId,
@@ -128,6 +116,8 @@ pub struct NetHandle {
     commands: mpsc::Sender<Command>,
     /// Opens and accepts raw streams without going through the swarm task.
     streams: libp2p_stream::Control,
+    /// Task requests and answers, on streams of their own.
+    tasks: Arc<crate::tasks::TaskLinks>,
     pub local_peer_id: PeerId,
 }
 
@@ -169,19 +159,14 @@ impl NetHandle {
     pub async fn publish_offer(&self, offer: Offer) -> Result<(), NetError> {
         self.send(Command::PublishOffer(offer)).await
     }
+    /// Sends a task request to `peer` on the task stream between the two
+    /// (see [`crate::tasks`]) and waits for the answer.
     pub async fn send_task(
         &self,
         peer: PeerId,
         request: TaskRequest,
     ) -> Result<TaskResponse, NetError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::SendTask {
-            peer,
-            request: Box::new(request),
-            reply,
-        })
-        .await?;
-        rx.await.map_err(|_| NetError::Stopped)?
+        self.tasks.send(peer, request).await
     }
     pub async fn fetch_blob_chunk(
         &self,
@@ -197,12 +182,17 @@ impl NetHandle {
         .await?;
         rx.await.map_err(|_| NetError::Stopped)?
     }
+    /// Answers a [`Event::TaskRequested`]. An answer whose stream has gone
+    /// (the requester disconnected) is dropped: its attempt goes elsewhere.
     pub async fn respond_task(
         &self,
         id: InboundId,
         response: TaskResponse,
     ) -> Result<(), NetError> {
-        self.send(Command::RespondTask { id, response }).await
+        if !self.tasks.respond(id, response).await {
+            tracing::debug!(target: "plexus::net", "answer {id} has no stream to go to");
+        }
+        Ok(())
     }
     pub async fn respond_blob(
         &self,
@@ -264,9 +254,6 @@ pub async fn spawn(
             } else {
                 None
             };
-            let task_codec = request_response::cbor::codec::Codec::default()
-                .set_request_size_maximum(wire::CONTROL_MESSAGE_BYTES_MAX)
-                .set_response_size_maximum(wire::CONTROL_MESSAGE_BYTES_MAX);
             let blob_codec = request_response::cbor::codec::Codec::default()
                 .set_request_size_maximum(4096)
                 .set_response_size_maximum(wire::BLOB_RESPONSE_BYTES_MAX);
@@ -282,11 +269,6 @@ pub async fn spawn(
                 ),
                 mdns: mdns.into(),
                 gossipsub,
-                task: request_response::Behaviour::with_codec(
-                    task_codec,
-                    [(StreamProtocol::new(TASK_PROTOCOL), ProtocolSupport::Full)],
-                    request_response::Config::default().with_request_timeout(TASK_REQUEST_TIMEOUT),
-                ),
                 blob: request_response::Behaviour::with_codec(
                     blob_codec,
                     [(StreamProtocol::new(BLOB_PROTOCOL), ProtocolSupport::Full)],
@@ -445,20 +427,21 @@ pub async fn spawn(
         keypair,
         topic,
         commands: command_rx,
-        events: event_tx,
-        task_replies: HashMap::new(),
+        events: event_tx.clone(),
         blob_replies: HashMap::new(),
-        task_channels: HashMap::new(),
         blob_channels: HashMap::new(),
         next_inbound: 0,
         bootstrap,
         last_heard: HashMap::new(),
     };
+    let tasks = crate::tasks::TaskLinks::new(streams.clone());
+    tasks.accept(event_tx.clone())?;
     tokio::spawn(actor.run(joined));
     Ok((
         NetHandle {
             commands: command_tx,
             streams,
+            tasks,
             local_peer_id,
         },
         event_rx,
@@ -503,9 +486,7 @@ struct Actor {
     topic: gossipsub::IdentTopic,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
-    task_replies: HashMap<OutboundRequestId, oneshot::Sender<Result<TaskResponse, NetError>>>,
     blob_replies: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, NetError>>>,
-    task_channels: HashMap<InboundId, ResponseChannel<TaskResponse>>,
     blob_channels: HashMap<InboundId, ResponseChannel<BlobResponse>>,
     next_inbound: InboundId,
     bootstrap: Vec<BootstrapPeer>,
@@ -598,14 +579,6 @@ impl Actor {
                 }
                 Err(e) => tracing::warn!(target: "plexus::net", "offer not encoded: {e}"),
             },
-            Command::SendTask {
-                peer,
-                request,
-                reply,
-            } => {
-                let id = b.task.send_request(&peer, *request);
-                self.task_replies.insert(id, reply);
-            }
             Command::SendBlob {
                 peer,
                 request,
@@ -613,11 +586,6 @@ impl Actor {
             } => {
                 let id = b.blob.send_request(&peer, request);
                 self.blob_replies.insert(id, reply);
-            }
-            Command::RespondTask { id, response } => {
-                if let Some(channel) = self.task_channels.remove(&id) {
-                    let _ = b.task.send_response(channel, response);
-                }
             }
             Command::RespondBlob { id, response } => {
                 if let Some(channel) = self.blob_channels.remove(&id) {
@@ -636,7 +604,7 @@ impl Actor {
     }
 
     fn inbound_id(&mut self) -> Option<InboundId> {
-        if self.task_channels.len() + self.blob_channels.len() >= INBOUND_PENDING_MAX {
+        if self.blob_channels.len() >= INBOUND_PENDING_MAX {
             return None;
         }
         self.next_inbound += 1;
@@ -740,41 +708,8 @@ impl Actor {
                     self.emit(Event::Offer { from, offer }).await;
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Task(e)) => self.on_task_event(e).await,
             SwarmEvent::Behaviour(BehaviourEvent::Blob(e)) => self.on_blob_event(e).await,
             _ => {}
-        }
-    }
-
-    async fn on_task_event(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
-        match split("task", event) {
-            Rr::Inbound {
-                peer,
-                request,
-                channel,
-            } => match self.inbound_id() {
-                Some(id) => {
-                    self.task_channels.insert(id, channel);
-                    self.emit(Event::TaskRequested {
-                        from: peer,
-                        id,
-                        request,
-                    })
-                    .await;
-                }
-                None => {
-                    let busy = TaskResponse::Refused {
-                        reason: "too many pending requests".into(),
-                    };
-                    let _ = self.swarm.behaviour_mut().task.send_response(channel, busy);
-                }
-            },
-            Rr::Answered { request_id, result } => {
-                if let Some(reply) = self.task_replies.remove(&request_id) {
-                    let _ = reply.send(result);
-                }
-            }
-            Rr::Nothing => {}
         }
     }
 

@@ -1,5 +1,6 @@
 //! The network: one libp2p swarm (TCP with Noise and Yamux, QUIC; identify,
-//! ping, mDNS, gossipsub for offers, request-response for tasks and blobs),
+//! ping, mDNS, gossipsub for offers, a stream per peer pair for tasks
+//! (`tasks.rs`), request-response and streams for blobs),
 //! owned by one task and reached through a cloneable [`NetHandle`] over a
 //! bounded channel, as in rust-libp2p's file-sharing example.
 //!
@@ -8,6 +9,7 @@
 
 mod actor;
 pub mod baseline;
+mod tasks;
 pub mod wire;
 
 pub use actor::{Event, InboundId, NetConfig, NetHandle, spawn};
@@ -15,6 +17,7 @@ pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, Stream};
 pub use libp2p_stream::IncomingStreams;
+pub use tasks::{TASK_INBOUND_PENDING_MAX, TASK_STREAM_PENDING_MAX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

@@ -278,34 +278,20 @@ async fn submit_job(
         }
         w => w.map(Duration::from_secs),
     };
-    // Watching before submitting: no change between the two is missed.
-    let mut changes = s.node.changes();
     let id = s.node.submit(job).await?;
     let status = match wait {
-        Some(wait) => Some(wait_for_end(&s.node, &id, &mut changes, wait).await?),
+        Some(wait) => Some(wait_for_end(&s.node, &id, wait).await?),
         None => None,
     };
     Ok((StatusCode::CREATED, Json(Submitted { id, status })).into_response())
 }
 
-/// The job's status once it has ended, or when `wait` has passed.
-async fn wait_for_end(
-    node: &NodeHandle,
-    id: &str,
-    changes: &mut tokio::sync::watch::Receiver<u64>,
-    wait: Duration,
-) -> Result<JobStatus, Failure> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        changes.borrow_and_update();
-        let status = node.status(id.to_owned()).await?;
-        let ended = !matches!(status.state.as_str(), "running" | "assembling");
-        if ended || tokio::time::Instant::now() >= deadline {
-            return Ok(status);
-        }
-        // Woken by the node's next change; EVENTS_POLL at the latest.
-        let next = deadline.min(tokio::time::Instant::now() + EVENTS_POLL);
-        let _ = tokio::time::timeout_at(next, changes.changed()).await;
+/// The job's status once it has ended (the node answers the moment it
+/// does), or as it stands when `wait` has passed.
+async fn wait_for_end(node: &NodeHandle, id: &str, wait: Duration) -> Result<JobStatus, Failure> {
+    match tokio::time::timeout(wait, node.wait_end(id.to_owned())).await {
+        Ok(ended) => Ok(ended?),
+        Err(_) => Ok(node.status(id.to_owned()).await?),
     }
 }
 

@@ -6,6 +6,10 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::path::Path;
 
+/// Tasks one provider runs at once: each holds an instance of the sandbox's
+/// pool, and the start-up benchmark one more.
+const SLOTS_MAX: u32 = sandbox::INSTANCES_MAX - 1;
+
 #[derive(Args)]
 #[command(
     about = "Run a node: join the network, serve the API, and with --provide sell this machine's time",
@@ -72,6 +76,13 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("--misbehave {mode:?}: {e}"))?,
         ),
     };
+    if let Some(slots) = a.slots
+        && slots > SLOTS_MAX
+    {
+        anyhow::bail!(
+            "--slots {slots}: at most {SLOTS_MAX} (SLOTS_MAX: the sandbox's instance pool, less one for its benchmark)"
+        );
+    }
     let config = node::NodeConfig {
         data_dir: data_dir.to_path_buf(),
         listen: parse(&a.listen, "listen")?,
@@ -83,7 +94,7 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
                 .unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
                 })
-                .max(1),
+                .clamp(1, SLOTS_MAX),
             price_per_gfuel: a.price,
             task_memory_bytes_max: a.task_memory.saturating_mul(types::limits::MIB),
             #[cfg(feature = "adversary")]

@@ -115,13 +115,7 @@ impl TaskLinks {
                 }
                 pending.insert(id, reply);
             }
-            let written = {
-                let mut writer = link.writer.lock().await;
-                match writer.write_all(&frame).await {
-                    Ok(()) => writer.flush().await,
-                    Err(e) => Err(e),
-                }
-            };
+            let written = write_whole(link.writer.clone(), frame.clone()).await;
             if let Err(e) = written {
                 lock(&link.pending).remove(&id);
                 self.forget(peer, &link).await;
@@ -271,14 +265,28 @@ async fn write_response(writer: &Writer, remote_id: u64, response: TaskResponse)
             return;
         }
     };
-    let mut writer = writer.lock().await;
-    let written = match writer.write_all(&frame).await {
-        Ok(()) => writer.flush().await,
-        Err(e) => Err(e),
-    };
+    let written = write_whole(writer.clone(), frame).await;
     // The requester's attempt times out and goes elsewhere.
     if let Err(e) = written {
         tracing::debug!(target: "plexus::net", "answer not sent: {e}");
+    }
+}
+
+/// Writes one frame whole, even if the caller gives up waiting (an attempt
+/// that timed out) halfway: half a frame would garble every later one. The
+/// write is tried here first (it usually goes straight into the stream's
+/// buffer); one that must wait finishes in a task of its own.
+async fn write_whole(writer: Writer, frame: Vec<u8>) -> std::io::Result<()> {
+    let mut write = Box::pin(async move {
+        let mut writer = writer.lock().await;
+        writer.write_all(&frame).await?;
+        writer.flush().await
+    });
+    match futures::poll!(write.as_mut()) {
+        std::task::Poll::Ready(written) => written,
+        std::task::Poll::Pending => tokio::spawn(write)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e))),
     }
 }
 

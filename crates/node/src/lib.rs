@@ -36,6 +36,8 @@ const API_QUEUE_MAX: usize = 256;
 /// Internal completions (tasks run, results fetched) waiting for the node.
 const INTERNAL_QUEUE_MAX: usize = 4096;
 const TICK: Duration = Duration::from_millis(250);
+/// API calls waiting for a job to end ([`NodeHandle::wait_end`]); more are refused.
+const JOB_WAITERS_MAX: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -105,6 +107,7 @@ enum ApiRequest {
         oneshot::Sender<Result<Vec<TaskInfo>, NodeError>>,
     ),
     TaskOutput(String, u64, oneshot::Sender<Result<PathBuf, NodeError>>),
+    WaitEnd(String, oneshot::Sender<Result<JobStatus, NodeError>>),
 }
 
 impl ApiRequest {
@@ -165,6 +168,11 @@ impl NodeHandle {
     /// The file of a settled task that its job assembles (a tile).
     pub async fn task_output(&self, id: String, index: u64) -> Result<PathBuf, NodeError> {
         self.ask(|tx| ApiRequest::TaskOutput(id, index, tx)).await?
+    }
+    /// The job's status once it has ended: answered by the node the moment
+    /// it ends, without polling. Bound the wait with a timeout.
+    pub async fn wait_end(&self, id: String) -> Result<JobStatus, NodeError> {
+        self.ask(|tx| ApiRequest::WaitEnd(id, tx)).await?
     }
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -324,6 +332,7 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         internal: internal_tx,
         metrics: metrics.clone(),
         changes: changes_tx,
+        job_waiters: Vec::new(),
     };
     tokio::spawn(node.run(events, api_rx, internal_rx));
     Ok(StartedNode {
@@ -355,6 +364,8 @@ struct Node {
     internal: mpsc::Sender<Internal>,
     metrics: Arc<Metrics>,
     changes: tokio::sync::watch::Sender<u64>,
+    /// Callers of [`NodeHandle::wait_end`] and the job each waits for.
+    job_waiters: Vec<(String, oneshot::Sender<Result<JobStatus, NodeError>>)>,
 }
 
 impl Node {
@@ -376,6 +387,7 @@ impl Node {
                         let changes = r.changes_jobs();
                         self.on_api(r);
                         if changes {
+                            self.answer_job_waiters();
                             self.changes.send_modify(|n| *n = n.wrapping_add(1));
                         }
                     }
@@ -383,11 +395,38 @@ impl Node {
                 },
                 Some(done) = internal.recv() => {
                     self.on_internal(done);
-                    // A finished task frees credit: refill at once, not at the next tick.
-                    self.dispatch();
+                    // Who waits on a job hears first; then the credit a
+                    // finished task freed is refilled, not at the next tick.
+                    self.answer_job_waiters();
                     self.changes.send_modify(|n| *n = n.wrapping_add(1));
+                    self.dispatch();
                 }
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => {
+                    self.on_tick().await;
+                    self.answer_job_waiters();
+                }
+            }
+        }
+    }
+
+    /// Answers the waiters whose job has ended (or is gone).
+    fn answer_job_waiters(&mut self) {
+        if self.job_waiters.is_empty() {
+            return;
+        }
+        for (id, reply) in std::mem::take(&mut self.job_waiters) {
+            if reply.is_closed() {
+                continue;
+            }
+            match self.requester.has_ended(&id) {
+                Some(false) => self.job_waiters.push((id, reply)),
+                Some(true) => {
+                    let status = self.requester.status(&id);
+                    let _ = reply.send(status.ok_or(NodeError::UnknownJob(id)));
+                }
+                None => {
+                    let _ = reply.send(Err(NodeError::UnknownJob(id)));
+                }
             }
         }
     }
@@ -460,6 +499,24 @@ impl Node {
                 }
                 let _ = reply.send(submitted);
             }
+            ApiRequest::WaitEnd(id, reply) => match self.requester.has_ended(&id) {
+                None => {
+                    let _ = reply.send(Err(NodeError::UnknownJob(id)));
+                }
+                Some(true) => {
+                    let _ = reply.send(self.requester.status(&id).ok_or(NodeError::UnknownJob(id)));
+                }
+                Some(false) => {
+                    self.job_waiters.retain(|(_, r)| !r.is_closed());
+                    if self.job_waiters.len() >= JOB_WAITERS_MAX {
+                        let _ = reply.send(Err(NodeError::Conflict(format!(
+                            "{JOB_WAITERS_MAX} calls wait on jobs already (JOB_WAITERS_MAX)"
+                        ))));
+                    } else {
+                        self.job_waiters.push((id, reply));
+                    }
+                }
+            },
             ApiRequest::Status(id, reply) => {
                 let _ = reply.send(self.requester.status(&id).ok_or(NodeError::UnknownJob(id)));
             }

@@ -680,6 +680,13 @@ impl Requester {
         self.find_job(id).map(|j| status_of(&self.jobs[j]))
     }
 
+    /// Whether the job has ended (completed, failed or cancelled); None if
+    /// this node does not hold it.
+    pub fn has_ended(&self, id: &str) -> Option<bool> {
+        self.find_job(id)
+            .map(|j| !matches!(self.jobs[j].state, State::Running | State::Assembling))
+    }
+
     pub fn list(&self) -> Vec<JobStatus> {
         self.jobs.iter().map(status_of).collect()
     }

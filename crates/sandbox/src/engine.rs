@@ -18,6 +18,12 @@ pub(crate) const EPOCH_TICK_MS: u64 = 5;
 const WASMTIME_VERSION: &str = "48.0.8";
 /// Guest stack: enough for deep but sane recursion; overflow is a typed trap.
 const WASM_STACK_BYTES_MAX: usize = 1 << 20;
+/// Instances one sandbox holds at once: the slots of its pooling allocator.
+/// A provider's slots stay below it (the start-up benchmark takes one).
+pub const INSTANCES_MAX: u32 = 256;
+/// Elements of a module's table in the pool (wasmtime's default, 20,000, is
+/// less than some compilers emit for large programs).
+const TABLE_ELEMENTS_MAX: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metering {
@@ -84,8 +90,26 @@ impl Sandbox {
             Err(_) => {}
         }
         let codegen_level = fix_codegen_level(&mut wasm)?;
-        let engine =
-            wasmtime::Engine::new(&wasm).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        // Instances come from a pool of address space reserved once: a
+        // task's instance is a slot reset for reuse, not a mapping made and
+        // unmapped (the unmapping alone, with its TLB shootdowns, took 60 µs
+        // of a no-op task's 200). Where the reservation is refused (a
+        // limited address space), instances are mapped one by one.
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_core_instances(INSTANCES_MAX)
+            .total_memories(INSTANCES_MAX)
+            .total_tables(INSTANCES_MAX)
+            .total_gc_heaps(INSTANCES_MAX)
+            .table_elements(TABLE_ELEMENTS_MAX);
+        let mut pooled = wasm.clone();
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = match wasmtime::Engine::new(&pooled) {
+            Ok(engine) => engine,
+            Err(e) => {
+                tracing::warn!(target: "plexus::sandbox", "no instance pool ({e:#}): instances are mapped one by one");
+                wasmtime::Engine::new(&wasm).map_err(|e| SandboxError::Engine(e.to_string()))?
+            }
+        };
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

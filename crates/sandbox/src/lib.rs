@@ -20,7 +20,7 @@ mod engine;
 mod imports;
 mod run;
 
-pub use engine::{Metering, SandboxConfig};
+pub use engine::{INSTANCES_MAX, Metering, SandboxConfig};
 pub use run::{HeldOutput, InputDir, STDOUT_FILE, TaskReport, TaskRun};
 pub use types::outcome::{Outcome, OutputFile, Trap};
 

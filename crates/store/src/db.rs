@@ -16,6 +16,9 @@ use types::{BlobHash, OutputFile};
 
 /// How long a write waits for another connection's lock before failing.
 const DB_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Prepared statements kept per connection (rusqlite keeps 16 by default,
+/// fewer than the statements this store runs).
+const STATEMENT_CACHE_MAX: usize = 64;
 
 pub struct Db {
     conn: Connection,
@@ -133,6 +136,8 @@ impl Db {
     }
 
     fn create(conn: Connection) -> Result<Db, StoreError> {
+        // Every statement of the hot paths is prepared once and kept.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_MAX);
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (
                 id TEXT PRIMARY KEY,
@@ -219,10 +224,9 @@ impl Db {
     pub fn insert_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         let inputs = serde_json::to_string(&job.inputs).map_err(json("the job's inputs"))?;
         self.conn
-            .execute(
-                "INSERT INTO jobs (id, name, job_toml, base_dir, tasks, state, submitted_at_ms, module, program, inputs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9)",
-                params![
+            .prepare_cached("INSERT INTO jobs (id, name, job_toml, base_dir, tasks, state, submitted_at_ms, module, program, inputs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9)")
+            .and_then(|mut s| s.execute(params![
                     job.id,
                     job.name,
                     job.job_toml,
@@ -232,8 +236,7 @@ impl Db {
                     job.module.to_hex(),
                     job.program,
                     inputs
-                ],
-            )
+                ]))
             .map_err(sql("record the job"))?;
         Ok(())
     }
@@ -432,10 +435,8 @@ impl Db {
     pub fn abandon_open_attempts(&self, job: &str, why: &str) -> Result<u64, StoreError> {
         let n = self
             .conn
-            .execute(
-                "UPDATE attempts SET ended = ?2 WHERE job = ?1 AND ended IS NULL",
-                params![job, why],
-            )
+            .prepare_cached("UPDATE attempts SET ended = ?2 WHERE job = ?1 AND ended IS NULL")
+            .and_then(|mut s| s.execute(params![job, why]))
             .map_err(sql("end attempts"))?;
         Ok(n as u64)
     }
@@ -458,10 +459,8 @@ impl Db {
     /// A settled task's result is void (one who vouched for it was caught).
     pub fn reopen_task(&self, job: &str, task: u64) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "DELETE FROM results WHERE job = ?1 AND task = ?2",
-                params![job, task as i64],
-            )
+            .prepare_cached("DELETE FROM results WHERE job = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![job, task as i64]))
             .map_err(sql("reopen a task"))?;
         Ok(())
     }
@@ -584,17 +583,15 @@ impl Db {
     /// Records how a job ended.
     pub fn end_job(&self, id: &str, end: &JobEnd) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE jobs SET state = ?2, error = ?3, result = ?4, checksum = ?5, finished_at_ms = ?6 WHERE id = ?1",
-                params![
+            .prepare_cached("UPDATE jobs SET state = ?2, error = ?3, result = ?4, checksum = ?5, finished_at_ms = ?6 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![
                     id,
                     end.state,
                     end.error,
                     end.result,
                     end.checksum.map(|c| c as i64),
                     end.finished_at_ms as i64
-                ],
-            )
+                ]))
             .map_err(sql("update the job"))?;
         Ok(())
     }
@@ -625,11 +622,9 @@ impl Db {
 
     pub fn set_reputation(&self, peer: &str, r: &Reputation) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT INTO reputation (peer, verified, disagreed, timed_out, streak) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(peer) DO UPDATE SET verified = ?2, disagreed = ?3, timed_out = ?4, streak = ?5",
-                params![peer, r.verified as i64, r.disagreed as i64, r.timed_out as i64, r.streak as i64],
-            )
+            .prepare_cached("INSERT INTO reputation (peer, verified, disagreed, timed_out, streak) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(peer) DO UPDATE SET verified = ?2, disagreed = ?3, timed_out = ?4, streak = ?5")
+            .and_then(|mut s| s.execute(params![peer, r.verified as i64, r.disagreed as i64, r.timed_out as i64, r.streak as i64]))
             .map_err(sql("record reputation"))?;
         Ok(())
     }
@@ -646,10 +641,8 @@ impl Db {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT INTO evidence (job, task, peer, signed_body, signature, recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![job, task as i64, peer, signed_body, signature, now_ms as i64],
-            )
+            .prepare_cached("INSERT INTO evidence (job, task, peer, signed_body, signature, recorded_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![job, task as i64, peer, signed_body, signature, now_ms as i64]))
             .map_err(sql("record evidence"))?;
         Ok(())
     }

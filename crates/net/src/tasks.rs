@@ -10,9 +10,9 @@
 //! is already open, read by a task of our own that hands it to the node.
 //!
 //! Frames: a 4-byte big-endian length, then CBOR of [`TaskFrame`]; a frame
-//! over CONTROL_MESSAGE_BYTES_MAX ends the stream. The requester matches
-//! answers to requests by the id it gave them; the provider answers through
-//! the [`InboundId`] its node got with the request.
+//! over CONTROL_MESSAGE_BYTES_MAX ends the stream when it is read. The
+//! requester matches answers to requests by the id it gave them; the
+//! provider answers through the [`InboundId`] its node got with the request.
 
 use crate::NetError;
 use crate::actor::{Event, InboundId};
@@ -308,11 +308,15 @@ async fn read_answers(
     }
 }
 
+/// The reader enforces CONTROL_MESSAGE_BYTES_MAX (a frame over it ends the
+/// stream and fails its requests, as an oversized request-response message
+/// failed its request); the writer only checks the length fits its prefix.
+/// Answers are bounded where they are made (BATCH_BYTES_BUDGET).
 fn encode_frame(frame: &TaskFrame) -> Result<Vec<u8>, NetError> {
     let body = wire::encode(frame)?;
-    if body.len() as u64 > wire::CONTROL_MESSAGE_BYTES_MAX {
+    if u32::try_from(body.len()).is_err() {
         return Err(NetError::Encode(format!(
-            "a task message of {} bytes is over CONTROL_MESSAGE_BYTES_MAX",
+            "a task message of {} bytes does not fit a frame",
             body.len()
         )));
     }
@@ -340,4 +344,99 @@ async fn read_frame(reader: &mut ReadHalf<Stream>) -> Result<TaskFrame, String> 
         .await
         .map_err(|e| e.to_string())?;
     wire::decode(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wire::{TaskRequest, TaskResponse};
+    use crate::{Event, NetConfig, NetHandle};
+    use libp2p::identity::Keypair;
+    use tokio::sync::mpsc;
+
+    async fn pair() -> (NetHandle, NetHandle, mpsc::Receiver<Event>) {
+        let config = || NetConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootstrap: Vec::new(),
+            mdns: false,
+        };
+        let (provider, provider_events, addrs) = crate::spawn(config()).await.expect("net");
+        let (requester, mut events, _) = crate::spawn(config()).await.expect("net");
+        requester.dial(addrs[0].clone()).await.expect("dial");
+        while let Some(event) = events.recv().await {
+            if matches!(event, Event::Connected(p) if p == provider.local_peer_id) {
+                break;
+            }
+        }
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        (requester, provider, provider_events)
+    }
+
+    fn cancel(job: &str) -> TaskRequest {
+        TaskRequest::Cancel {
+            job_id: job.into(),
+            attempts: Vec::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_given_out_of_order_reach_their_own_requests() {
+        let (requester, provider, mut provider_events) = pair().await;
+        let to = provider.local_peer_id;
+        let answer = async {
+            // Both requests arrive; the second is answered first.
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                match provider_events.recv().await {
+                    Some(Event::TaskRequested {
+                        id,
+                        request: TaskRequest::Cancel { job_id, .. },
+                        ..
+                    }) => got.push((id, job_id)),
+                    Some(_) => {}
+                    None => panic!("the provider's network stopped"),
+                }
+            }
+            got.sort_by(|a, b| b.1.cmp(&a.1));
+            for (id, job) in got {
+                let count = if job == "first" { 1 } else { 2 };
+                provider
+                    .respond_task(id, TaskResponse::Cancelled { count })
+                    .await
+                    .expect("respond");
+            }
+            provider_events
+        };
+        let (first, second, mut provider_events) = tokio::join!(
+            requester.send_task(to, cancel("first")),
+            requester.send_task(to, cancel("second")),
+            answer
+        );
+        assert!(
+            matches!(first, Ok(TaskResponse::Cancelled { count: 1 })),
+            "{first:?}"
+        );
+        assert!(
+            matches!(second, Ok(TaskResponse::Cancelled { count: 2 })),
+            "{second:?}"
+        );
+
+        // A request its provider drops (the node gone) fails when the
+        // stream does, rather than waiting for ever.
+        let pending = tokio::spawn({
+            let requester = requester.clone();
+            async move { requester.send_task(to, cancel("third")).await }
+        });
+        while !matches!(
+            provider_events.recv().await,
+            Some(Event::TaskRequested { .. })
+        ) {}
+        drop(provider_events);
+        drop(provider);
+        let third = tokio::time::timeout(std::time::Duration::from_secs(20), pending)
+            .await
+            .expect("the request ends when its provider does")
+            .expect("joined");
+        assert!(third.is_err(), "{third:?}");
+    }
 }

@@ -127,8 +127,12 @@ fn run(
             .as_ref()
             .is_none_or(|only| only.iter().any(|o| o.eq_ignore_ascii_case(id)))
     };
+    // Each benchmark's nodes stop when it ends: idle nodes still ping,
+    // gossip and offer, and on two cores that shows in the next one's
+    // latency.
     if wanted("B4") {
         rows.extend(cold_start(root.path(), processes)?);
+        processes.stop_all();
     }
     // B1 and B2 on one provider with 2 slots, as the peers run 2 workers.
     if wanted("B1") || wanted("B2") {
@@ -140,6 +144,7 @@ fn run(
         if wanted("B2") {
             rows.extend(fan_out(root.path(), sizes, &client, ray)?);
         }
+        processes.stop_all();
     }
     if wanted("B3") {
         rows.extend(kernels::run(&a.workloads, root.path(), a.smoke)?);

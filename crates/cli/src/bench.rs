@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 /// The Mandelbrot of shared/bench: the sum of its iteration counts.
 const MANDEL_CHECKSUM: u64 = 181_208_237;
 const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A pause after the peers' scripts before our own benchmarks start.
+const PEERS_SETTLE: Duration = Duration::from_secs(15);
 /// Longest one benchmark job may take before the suite gives up on it (the
 /// longest a node waits for a job before answering its submission).
 const JOB_TIMEOUT: Duration = Duration::from_secs(api::SUBMIT_WAIT_S_MAX);
@@ -97,6 +99,12 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<u8> {
     };
     let ray = peer_figures(&a, "bench_ray.py", &sizes);
     let dask = peer_figures(&a, "bench_dask.py", &sizes);
+    if ray.is_some() || dask.is_some() {
+        // The peers' clusters leave the machine busy for a while after
+        // their scripts end (memory handed back, their processes' exits):
+        // measured, our one-task latency right after them was 20–30% worse.
+        std::thread::sleep(PEERS_SETTLE);
+    }
     let processes = Processes::default();
     let result = run(&a, &sizes, &processes, ray.as_ref(), dask.as_ref());
     processes.stop_all();

@@ -54,8 +54,8 @@ struct OutLink {
 /// Both directions of task traffic for one node; shared by its handles.
 pub(crate) struct TaskLinks {
     control: libp2p_stream::Control,
-    /// Held while a link is opened, so two senders open one stream.
-    outbound: tokio::sync::Mutex<HashMap<PeerId, Arc<OutLink>>>,
+    /// The links this node opened, by provider.
+    outbound: Mutex<HashMap<PeerId, Arc<OutLink>>>,
     /// Requests received and not answered yet: where their answer goes.
     inbound: Mutex<HashMap<InboundId, (Writer, u64)>>,
     next_request: AtomicU64,
@@ -78,12 +78,10 @@ impl TaskLinks {
     pub(crate) fn new(control: libp2p_stream::Control) -> Arc<TaskLinks> {
         Arc::new(TaskLinks {
             control,
-            outbound: tokio::sync::Mutex::new(HashMap::new()),
+            outbound: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
-            // Apart from the swarm task's ids (blob requests): those count up
-            // from 1, these down from the top.
-            next_inbound: AtomicU64::new(u64::MAX / 2),
+            next_inbound: AtomicU64::new(1),
         })
     }
 
@@ -118,7 +116,7 @@ impl TaskLinks {
             let written = write_whole(link.writer.clone(), frame.clone()).await;
             if let Err(e) = written {
                 lock(&link.pending).remove(&id);
-                self.forget(peer, &link).await;
+                self.forget(peer, &link);
                 if tries < 2 {
                     continue;
                 }
@@ -132,10 +130,12 @@ impl TaskLinks {
 
     /// The open link to `peer`, or a new one.
     async fn link(self: &Arc<Self>, peer: PeerId) -> Result<Arc<OutLink>, NetError> {
-        let mut outbound = self.outbound.lock().await;
-        if let Some(link) = outbound.get(&peer) {
+        if let Some(link) = lock(&self.outbound).get(&peer) {
             return Ok(link.clone());
         }
+        // Opened with no lock held: a peer slow to answer must not stall the
+        // requests to every other. Two senders may open one each; the first
+        // kept wins and the other stream is dropped (its reader sees it end).
         let mut control = self.control.clone();
         let stream = tokio::time::timeout(
             TASK_STREAM_OPEN_TIMEOUT,
@@ -154,12 +154,18 @@ impl TaskLinks {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             pending: Arc::new(Mutex::new(HashMap::new())),
         });
-        outbound.insert(peer, link.clone());
+        {
+            let mut outbound = lock(&self.outbound);
+            if let Some(first) = outbound.get(&peer) {
+                return Ok(first.clone());
+            }
+            outbound.insert(peer, link.clone());
+        }
         let (links, read_link) = (self.clone(), link.clone());
         tokio::spawn(async move {
             let error = read_answers(reader, &read_link.pending).await;
             tracing::debug!(target: "plexus::net", %peer, "task stream ended: {error}");
-            links.forget(peer, &read_link).await;
+            links.forget(peer, &read_link);
             for (_, reply) in lock(&read_link.pending).drain() {
                 let _ = reply.send(Err(failed(peer, format!("task stream: {error}"))));
             }
@@ -168,8 +174,8 @@ impl TaskLinks {
     }
 
     /// Drops `link` from the open ones, if it is still the one for `peer`.
-    async fn forget(&self, peer: PeerId, link: &Arc<OutLink>) {
-        let mut outbound = self.outbound.lock().await;
+    fn forget(&self, peer: PeerId, link: &Arc<OutLink>) {
+        let mut outbound = lock(&self.outbound);
         if outbound.get(&peer).is_some_and(|l| Arc::ptr_eq(l, link)) {
             outbound.remove(&peer);
         }

@@ -499,24 +499,18 @@ impl Node {
                 }
                 let _ = reply.send(submitted);
             }
-            ApiRequest::WaitEnd(id, reply) => match self.requester.has_ended(&id) {
-                None => {
-                    let _ = reply.send(Err(NodeError::UnknownJob(id)));
+            ApiRequest::WaitEnd(id, reply) => {
+                self.job_waiters.retain(|(_, r)| !r.is_closed());
+                if self.job_waiters.len() >= JOB_WAITERS_MAX {
+                    let _ = reply.send(Err(NodeError::Conflict(format!(
+                        "{JOB_WAITERS_MAX} calls wait on jobs already (JOB_WAITERS_MAX)"
+                    ))));
+                } else {
+                    // Answered at once when the job has ended already.
+                    self.job_waiters.push((id, reply));
+                    self.answer_job_waiters();
                 }
-                Some(true) => {
-                    let _ = reply.send(self.requester.status(&id).ok_or(NodeError::UnknownJob(id)));
-                }
-                Some(false) => {
-                    self.job_waiters.retain(|(_, r)| !r.is_closed());
-                    if self.job_waiters.len() >= JOB_WAITERS_MAX {
-                        let _ = reply.send(Err(NodeError::Conflict(format!(
-                            "{JOB_WAITERS_MAX} calls wait on jobs already (JOB_WAITERS_MAX)"
-                        ))));
-                    } else {
-                        self.job_waiters.push((id, reply));
-                    }
-                }
-            },
+            }
             ApiRequest::Status(id, reply) => {
                 let _ = reply.send(self.requester.status(&id).ok_or(NodeError::UnknownJob(id)));
             }

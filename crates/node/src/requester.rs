@@ -270,6 +270,11 @@ struct JobState {
 }
 
 impl JobState {
+    /// Completed, failed or cancelled: nothing more will happen to it.
+    fn has_ended(&self) -> bool {
+        !matches!(self.state, State::Running | State::Assembling)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         id: String,
@@ -585,8 +590,7 @@ impl Requester {
         }
         let mut evict = JOBS_EVICTED_AT_ONCE;
         self.jobs.retain(|j| {
-            let ended = !matches!(j.state, State::Running | State::Assembling);
-            let leaves = ended && evict > 0;
+            let leaves = j.has_ended() && evict > 0;
             evict -= usize::from(leaves);
             !leaves
         });
@@ -683,8 +687,7 @@ impl Requester {
     /// Whether the job has ended (completed, failed or cancelled); None if
     /// this node does not hold it.
     pub fn has_ended(&self, id: &str) -> Option<bool> {
-        self.find_job(id)
-            .map(|j| !matches!(self.jobs[j].state, State::Running | State::Assembling))
+        self.find_job(id).map(|j| self.jobs[j].has_ended())
     }
 
     pub fn list(&self) -> Vec<JobStatus> {

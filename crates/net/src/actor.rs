@@ -130,22 +130,14 @@ impl NetHandle {
     }
     /// A stream to `peer` for one blob (see `node::blobs`).
     pub async fn open_blob_stream(&self, peer: PeerId) -> Result<libp2p::Stream, NetError> {
-        let failed = |message: String| NetError::Request {
-            peer: peer.to_string(),
-            message,
-        };
-        let mut control = self.streams.clone();
-        tokio::time::timeout(
+        crate::tasks::open_stream(
+            &self.streams,
+            peer,
+            BLOB_STREAM_PROTOCOL,
             BLOB_STREAM_OPEN_TIMEOUT,
-            control.open_stream(peer, BLOB_STREAM_PROTOCOL),
+            "blob",
         )
         .await
-        .map_err(|_| {
-            failed(format!(
-                "no blob stream within {BLOB_STREAM_OPEN_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|e| failed(format!("open a blob stream: {e}")))
     }
 
     /// The blob streams other peers open to this node; once per node.

@@ -30,7 +30,7 @@ pub(crate) const TASK_STREAM_PROTOCOL: StreamProtocol =
     StreamProtocol::new("/plexus/task-stream/1");
 /// Opening a task stream (a dial included, when not connected) takes at most this.
 const TASK_STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests one link has sent and not had answered; more wait for room.
+/// Requests one link has sent and not had answered; more are refused.
 pub const TASK_STREAM_PENDING_MAX: usize = 1024;
 /// Requests from other peers awaiting this node's answer; more are refused.
 pub const TASK_INBOUND_PENDING_MAX: usize = 4096;
@@ -101,8 +101,11 @@ impl TaskLinks {
             let (reply, answer) = oneshot::channel();
             {
                 let mut pending = lock(&link.pending);
-                // Requests given up on (timed out) leave their entry behind.
-                pending.retain(|_, r| !r.is_closed());
+                if pending.len() >= TASK_STREAM_PENDING_MAX {
+                    // Requests given up on (timed out) leave their entry
+                    // behind: swept when the bound is reached, not per send.
+                    pending.retain(|_, r| !r.is_closed());
+                }
                 if pending.len() >= TASK_STREAM_PENDING_MAX {
                     return Err(failed(
                         peer,
@@ -136,19 +139,14 @@ impl TaskLinks {
         // Opened with no lock held: a peer slow to answer must not stall the
         // requests to every other. Two senders may open one each; the first
         // kept wins and the other stream is dropped (its reader sees it end).
-        let mut control = self.control.clone();
-        let stream = tokio::time::timeout(
+        let stream = open_stream(
+            &self.control,
+            peer,
+            TASK_STREAM_PROTOCOL,
             TASK_STREAM_OPEN_TIMEOUT,
-            control.open_stream(peer, TASK_STREAM_PROTOCOL),
+            "task",
         )
-        .await
-        .map_err(|_| {
-            failed(
-                peer,
-                format!("no task stream within {TASK_STREAM_OPEN_TIMEOUT:?}"),
-            )
-        })?
-        .map_err(|e| failed(peer, format!("open a task stream: {e}")))?;
+        .await?;
         let (reader, writer) = stream.split();
         let link = Arc::new(OutLink {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
@@ -276,6 +274,21 @@ async fn write_response(writer: &Writer, remote_id: u64, response: TaskResponse)
     if let Err(e) = written {
         tracing::debug!(target: "plexus::net", "answer not sent: {e}");
     }
+}
+
+/// Opens a raw stream of `protocol` to `peer` (a dial included, when not
+/// connected) within `timeout`; `what` names it in errors.
+pub(crate) async fn open_stream(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    timeout: Duration,
+    what: &str,
+) -> Result<Stream, NetError> {
+    tokio::time::timeout(timeout, control.clone().open_stream(peer, protocol))
+        .await
+        .map_err(|_| failed(peer, format!("no {what} stream within {timeout:?}")))?
+        .map_err(|e| failed(peer, format!("open a {what} stream: {e}")))
 }
 
 /// Writes one frame whole, even if the caller gives up waiting (an attempt

@@ -394,7 +394,17 @@ impl Node {
                     None => return,
                 },
                 Some(done) = internal.recv() => {
+                    // A result and the job's end are recorded in one commit.
+                    // The provider's side writes on a connection of its own,
+                    // which a held write would block.
+                    let hold = matches!(done, Internal::Requester(_));
+                    if hold {
+                        self.requester.hold_writes();
+                    }
                     self.on_internal(done);
+                    if hold && let Err(e) = self.requester.release_writes() {
+                        tracing::error!(target: "plexus::job", "cannot record results: {e}");
+                    }
                     // Who waits on a job hears first; then the credit a
                     // finished task freed is refilled, not at the next tick.
                     self.answer_job_waiters();
@@ -493,10 +503,20 @@ impl Node {
     fn on_api(&mut self, request: ApiRequest) {
         match request {
             ApiRequest::Submit(job, reply) => {
+                // The job and the attempts of its first tasks go to disk in
+                // one commit, before it is acknowledged or a task is sent.
+                self.requester.hold_writes();
                 let submitted = self.requester.submit(job);
                 if submitted.is_ok() {
                     self.dispatch();
                 }
+                let submitted = match (submitted, self.requester.release_writes()) {
+                    (Ok(id), Err(e)) => {
+                        self.requester.fail_unrecorded(&id, &e);
+                        Err(e)
+                    }
+                    (submitted, _) => submitted,
+                };
                 let _ = reply.send(submitted);
             }
             ApiRequest::WaitEnd(id, reply) => {
@@ -598,6 +618,9 @@ impl Node {
     }
 
     fn dispatch(&mut self) {
+        if !self.requester.has_running_jobs() {
+            return;
+        }
         let live: Vec<requester::Candidate> = self
             .peers
             .iter()

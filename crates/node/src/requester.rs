@@ -388,6 +388,18 @@ pub(crate) struct Requester {
     /// (plain, NaN-canonical).
     local_sandboxes: [Option<Arc<Sandbox>>; 2],
     metrics: Arc<Metrics>,
+    /// Requests dispatched while the writes are held ([`Requester::hold_writes`]),
+    /// sent once their attempts are committed. At most one per provider
+    /// and job per dispatch; emptied at every release.
+    planned: Vec<PlannedSend>,
+}
+
+/// A request to a provider whose attempts are recorded but not yet committed.
+struct PlannedSend {
+    job_id: String,
+    peer: PeerId,
+    assignments: Vec<TaskAssignment>,
+    timeout: Duration,
 }
 
 impl Requester {
@@ -426,6 +438,7 @@ impl Requester {
             networks: HashMap::new(),
             local_sandboxes: [None, None],
             metrics,
+            planned: Vec::new(),
         };
         requester.resume()?;
         Ok(requester)
@@ -690,6 +703,32 @@ impl Requester {
         self.find_job(id).map(|j| self.jobs[j].has_ended())
     }
 
+    /// Gathers the writes that follow into one commit, up to
+    /// [`Requester::release_writes`]: a submission with the attempts of
+    /// its first tasks, or a result with the job's end and the next
+    /// dispatch. The tasks dispatched meanwhile wait for that commit.
+    pub fn hold_writes(&mut self) {
+        if let Err(e) = self.db.begin() {
+            tracing::error!(target: "plexus::job", "cannot begin recording: {e}");
+        }
+    }
+
+    /// Commits what [`Requester::hold_writes`] gathered, then sends the
+    /// tasks dispatched meanwhile.
+    pub fn release_writes(&mut self) -> Result<(), NodeError> {
+        let committed = self.db.commit();
+        self.send_planned();
+        Ok(committed?)
+    }
+
+    /// A job whose submission could not be recorded: failed here, and
+    /// never acknowledged.
+    pub fn fail_unrecorded(&mut self, id: &str, error: &NodeError) {
+        if let Some(j) = self.find_job(id) {
+            fail(&mut self.jobs[j], format!("cannot record the job: {error}"));
+        }
+    }
+
     pub fn list(&self) -> Vec<JobStatus> {
         self.jobs.iter().map(status_of).collect()
     }
@@ -813,6 +852,11 @@ impl Requester {
     /// A provider caught once is ignored from then on, in every job.
     fn is_caught(&self, peer: &PeerId) -> bool {
         self.reputation.get(peer).is_some_and(|r| r.disagreed > 0)
+    }
+
+    /// Whether any job is running: with none, dispatch has nothing to do.
+    pub fn has_running_jobs(&self) -> bool {
+        self.jobs.iter().any(|j| j.state == State::Running)
     }
 
     /// Hands pending executions to providers with credit left, cheapest
@@ -1118,33 +1162,55 @@ impl Requester {
             .iter()
             .map(|a| attempt_timeout(&a.limits, c.offer.fuel_per_sec))
             .sum::<Duration>();
-        let (net, blobs, internal, metrics) = (
-            self.net.clone(),
-            self.blobs.clone(),
-            self.internal.clone(),
-            self.metrics.clone(),
-        );
-        let job_id = job.id.clone();
-        tokio::spawn(async move {
-            let keys: Vec<(u64, u32)> = assignments
-                .iter()
-                .map(|a| (a.task_index, a.attempt))
-                .collect();
-            let answers = run_remote(&net, &blobs, &metrics, peer, assignments, timeout).await;
-            let done = keys
-                .into_iter()
-                .zip(answers)
-                .map(|((index, attempt), done)| (index, attempt, done))
-                .collect();
-            let _ = internal
-                .send(Internal::Requester(Completion::Tasks {
-                    job: job_id,
-                    peer,
-                    done,
-                }))
-                .await;
+        self.planned.push(PlannedSend {
+            job_id: job.id.clone(),
+            peer,
+            assignments,
+            timeout,
         });
+        // Outside held writes, the attempts above are committed already.
+        if !self.db.in_transaction() {
+            self.send_planned();
+        }
         self.apply(j, actions);
+    }
+
+    /// Sends each planned request on a task of its own; its answers come
+    /// back to the node as one completion.
+    fn send_planned(&mut self) {
+        for PlannedSend {
+            job_id,
+            peer,
+            assignments,
+            timeout,
+        } in self.planned.drain(..)
+        {
+            let (net, blobs, internal, metrics) = (
+                self.net.clone(),
+                self.blobs.clone(),
+                self.internal.clone(),
+                self.metrics.clone(),
+            );
+            tokio::spawn(async move {
+                let keys: Vec<(u64, u32)> = assignments
+                    .iter()
+                    .map(|a| (a.task_index, a.attempt))
+                    .collect();
+                let answers = run_remote(&net, &blobs, &metrics, peer, assignments, timeout).await;
+                let done = keys
+                    .into_iter()
+                    .zip(answers)
+                    .map(|((index, attempt), done)| (index, attempt, done))
+                    .collect();
+                let _ = internal
+                    .send(Internal::Requester(Completion::Tasks {
+                        job: job_id,
+                        peer,
+                        done,
+                    }))
+                    .await;
+            });
+        }
     }
 
     pub fn on_disconnect(&mut self, peer: PeerId) {

@@ -22,6 +22,9 @@ const STATEMENT_CACHE_MAX: usize = 64;
 
 pub struct Db {
     conn: Connection,
+    /// Open [`Db::begin`]s: only the outermost begins and commits, so a
+    /// caller can gather the writes of several steps into one commit.
+    transaction_depth: std::cell::Cell<u32>,
 }
 
 /// A job as submitted: enough to take it up again after a restart without
@@ -217,7 +220,10 @@ impl Db {
             )
             .map_err(sql("upgrade the jobs table"))?;
         }
-        Ok(Db { conn })
+        Ok(Db {
+            conn,
+            transaction_depth: std::cell::Cell::new(0),
+        })
     }
 
     /// Records a job before its submission is acknowledged.
@@ -324,20 +330,48 @@ impl Db {
 
     /// Opens a transaction for the writes that follow, up to [`Db::commit`]
     /// (for callers that cannot hand a closure over, [`Db::transaction`]).
+    /// Inside an open transaction it only counts: the outermost commit
+    /// writes everything at once.
     pub fn begin(&self) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(sql("begin a transaction"))
+        let depth = self.transaction_depth.get();
+        if depth == 0 {
+            self.run_cached("BEGIN IMMEDIATE")
+                .map_err(sql("begin a transaction"))?;
+        }
+        self.transaction_depth.set(depth + 1);
+        Ok(())
     }
 
-    /// Commits the open transaction; on failure it is rolled back, so the
-    /// connection is never left inside one.
+    /// Whether a [`Db::begin`] is open (its writes not yet committed).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction_depth.get() > 0
+    }
+
+    /// Ends a [`Db::begin`]; the outermost one commits. A failed commit is
+    /// rolled back, so the connection is never left inside a transaction.
     pub fn commit(&self) -> Result<(), StoreError> {
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        let depth = self.transaction_depth.get();
+        if depth == 0 {
+            return Err(StoreError::Io {
+                context: "commit a transaction".into(),
+                source: std::io::Error::other("no transaction is open"),
+            });
+        }
+        self.transaction_depth.set(depth - 1);
+        if depth > 1 {
+            return Ok(());
+        }
+        if let Err(e) = self.run_cached("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(sql("commit a transaction")(e));
         }
         Ok(())
+    }
+
+    /// A statement without parameters or rows, prepared once (BEGIN and
+    /// COMMIT run for every job: parsing them each time showed in profiles).
+    fn run_cached(&self, statement: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(statement)?.execute([]).map(|_| ())
     }
 
     /// An execution handed to `peer`: attempt numbers are never reused,
@@ -765,6 +799,38 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].end, Some(ended("completed")));
         assert_eq!(db.recent_jobs(1).expect("jobs")[0].id, "j2", "the newest");
+    }
+
+    #[test]
+    fn nested_transactions_commit_once_at_the_outermost_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plexus.db");
+        let db = Db::open(&path).expect("open");
+        let reader = Db::open(&path).expect("a second connection");
+        db.begin().expect("outer");
+        db.insert_job(&job("j1")).expect("insert");
+        db.transaction(|db| db.insert_attempt("j1", 0, 1, "p1", 10))
+            .expect("inner")
+            .expect("attempt");
+        assert_eq!(
+            reader.job_state("j1").expect("read"),
+            None,
+            "an inner commit writes nothing yet"
+        );
+        db.commit().expect("outer commit");
+        assert_eq!(
+            reader.job_state("j1").expect("read").as_deref(),
+            Some("running")
+        );
+        assert_eq!(reader.last_attempts("j1").expect("read"), vec![(0, 1)]);
+        assert!(db.commit().is_err(), "a commit without a begin is refused");
+        db.transaction(|db| db.end_job("j1", &ended("completed")))
+            .expect("a transaction after it")
+            .expect("end");
+        assert_eq!(
+            reader.job_state("j1").expect("read").as_deref(),
+            Some("completed")
+        );
     }
 
     #[test]

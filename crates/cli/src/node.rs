@@ -9,6 +9,8 @@ use std::path::Path;
 /// Tasks one provider runs at once: each holds an instance of the sandbox's
 /// pool, and the start-up benchmark one more.
 const SLOTS_MAX: u32 = sandbox::INSTANCES_MAX - 1;
+/// Threads that may run the node's async work (`--async-threads`).
+const ASYNC_THREADS_MAX: usize = 64;
 
 #[derive(Args)]
 #[command(
@@ -41,6 +43,13 @@ pub struct NodeArgs {
     /// Do not discover peers on the LAN by mDNS
     #[arg(long)]
     no_mdns: bool,
+    /// Threads for the network, the API and the node's bookkeeping; tasks
+    /// run on threads of their own. One is fastest for short tasks: on two
+    /// cores a second one cost 10–15% more CPU per task in wake-ups
+    /// (BENCHMARKS.md); raise it for a requester checking thousands of
+    /// results a second on a many-core machine.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    async_threads: usize,
     /// TEST ONLY (the `adversary` build): run every task N times slower
     #[cfg(feature = "adversary")]
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -104,7 +113,14 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
         }),
         in_memory_database: false,
     };
+    if !(1..=ASYNC_THREADS_MAX).contains(&a.async_threads) {
+        anyhow::bail!(
+            "--async-threads {} is out of range: 1 to {ASYNC_THREADS_MAX} (ASYNC_THREADS_MAX)",
+            a.async_threads
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.async_threads)
         .enable_all()
         .build()
         .context("start the async runtime")?;

@@ -550,7 +550,14 @@ impl RunBatch {
     async fn run(&self) -> Result<Vec<Answer>, String> {
         let mut needed: Vec<types::BlobHash> = Vec::new();
         for (t, _) in &self.tasks {
-            for hash in std::iter::once(t.module).chain(t.inputs.iter().map(|(_, h)| *h)) {
+            // A module compiled in memory is never read again.
+            let sandbox = if t.canonicalize_nans {
+                &self.sandbox_nan_canonical
+            } else {
+                &self.sandbox
+            };
+            let module = Some(t.module).filter(|m| !sandbox.is_compiled(m));
+            for hash in module.into_iter().chain(t.inputs.iter().map(|(_, h)| *h)) {
                 if !needed.contains(&hash) {
                     needed.push(hash);
                 }

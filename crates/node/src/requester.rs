@@ -392,6 +392,8 @@ pub(crate) struct Requester {
     /// sent once their attempts are committed. At most one per provider
     /// and job per dispatch; emptied at every release.
     planned: Vec<PlannedSend>,
+    /// The hash of each built-in workload submitted (as many as `guests` has).
+    builtin_modules: HashMap<String, BlobHash>,
 }
 
 /// A request to a provider whose attempts are recorded but not yet committed.
@@ -439,6 +441,7 @@ impl Requester {
             local_sandboxes: [None, None],
             metrics,
             planned: Vec::new(),
+            builtin_modules: HashMap::new(),
         };
         requester.resume()?;
         Ok(requester)
@@ -627,7 +630,16 @@ impl Requester {
             ModuleSource::Builtin(name) => {
                 let bytes = guests::builtin(name)
                     .ok_or_else(|| NodeError::Job(format!("no built-in workload {name:?}")))?;
-                (name.clone(), self.blobs.put_bytes(bytes)?)
+                // Hashed once per process: a one-task job took 10 µs to hash its module again.
+                let hash = match self.builtin_modules.get(name) {
+                    Some(hash) if self.blobs.contains(hash) => *hash,
+                    _ => {
+                        let hash = self.blobs.put_bytes(bytes)?;
+                        self.builtin_modules.insert(name.clone(), hash);
+                        hash
+                    }
+                };
+                (name.clone(), hash)
             }
             ModuleSource::Path(p) => {
                 let path = base.join(p);

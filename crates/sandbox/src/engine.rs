@@ -215,6 +215,12 @@ impl Sandbox {
 }
 
 impl Sandbox {
+    /// Whether the module is compiled and in memory: loading it costs
+    /// nothing (no read, no compile).
+    pub fn is_compiled(&self, hash: &BlobHash) -> bool {
+        self.cache.get_in_memory(hash).is_some()
+    }
+
     /// [`Sandbox::load`] for a module whose hash is already known (a blob
     /// checked on arrival): a module compiled before is taken from memory
     /// without reading or hashing its bytes, which a provider would

@@ -279,6 +279,14 @@ fn bad_input_gets_a_one_line_error() {
         &env.plexus(&["exec", &env.path("absent.wasm")]),
         &["absent.wasm"],
     );
+    assert_one_line_error(
+        &env.plexus(&["node", "--async-threads", "0"]),
+        &["--async-threads 0", "ASYNC_THREADS_MAX"],
+    );
+    assert_one_line_error(
+        &env.plexus(&["node", "--provide", "--slots", "100000"]),
+        &["--slots", "100000"],
+    );
     let not_wasm = env.write("bad.wasm", "\0asm garbage");
     assert_one_line_error(
         &env.plexus(&["exec", &not_wasm]),

@@ -394,22 +394,21 @@ impl Node {
                     None => return,
                 },
                 Some(done) = internal.recv() => {
-                    // A result and the job's end are recorded in one commit.
-                    // The provider's side writes on a connection of its own,
-                    // which a held write would block.
+                    // A result, the job's end and the dispatch that refills
+                    // the credit it freed (not at the next tick) are
+                    // recorded in one commit. The provider's side writes on
+                    // a connection of its own, which a held write would block.
                     let hold = matches!(done, Internal::Requester(_));
                     if hold {
                         self.requester.hold_writes();
                     }
                     self.on_internal(done);
+                    self.dispatch();
                     if hold && let Err(e) = self.requester.release_writes() {
                         tracing::error!(target: "plexus::job", "cannot record results: {e}");
                     }
-                    // Who waits on a job hears first; then the credit a
-                    // finished task freed is refilled, not at the next tick.
                     self.answer_job_waiters();
                     self.changes.send_modify(|n| *n = n.wrapping_add(1));
-                    self.dispatch();
                 }
                 _ = tick.tick() => {
                     self.on_tick().await;

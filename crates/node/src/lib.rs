@@ -398,13 +398,11 @@ impl Node {
                     // the credit it freed (not at the next tick) are
                     // recorded in one commit. The provider's side writes on
                     // a connection of its own, which a held write would block.
-                    let hold = matches!(done, Internal::Requester(_));
-                    if hold {
-                        self.requester.hold_writes();
-                    }
+                    let held =
+                        matches!(done, Internal::Requester(_)) && self.requester.hold_writes();
                     self.on_internal(done);
                     self.dispatch();
-                    if hold && let Err(e) = self.requester.release_writes() {
+                    if held && let Err(e) = self.requester.release_writes() {
                         tracing::error!(target: "plexus::job", "cannot record results: {e}");
                     }
                     self.answer_job_waiters();
@@ -504,13 +502,14 @@ impl Node {
             ApiRequest::Submit(job, reply) => {
                 // The job and the attempts of its first tasks go to disk in
                 // one commit, before it is acknowledged or a task is sent.
-                self.requester.hold_writes();
+                let held = self.requester.hold_writes();
                 let submitted = self.requester.submit(job);
                 if submitted.is_ok() {
                     self.dispatch();
                 }
-                let submitted = match (submitted, self.requester.release_writes()) {
-                    (Ok(id), Err(e)) => {
+                let released = held.then(|| self.requester.release_writes());
+                let submitted = match (submitted, released) {
+                    (Ok(id), Some(Err(e))) => {
                         self.requester.fail_unrecorded(&id, &e);
                         Err(e)
                     }

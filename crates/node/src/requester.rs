@@ -719,9 +719,16 @@ impl Requester {
     /// [`Requester::release_writes`]: a submission with the attempts of
     /// its first tasks, or a result with the job's end and the next
     /// dispatch. The tasks dispatched meanwhile wait for that commit.
-    pub fn hold_writes(&mut self) {
-        if let Err(e) = self.db.begin() {
-            tracing::error!(target: "plexus::job", "cannot begin recording: {e}");
+    /// False when no transaction could be opened: each write then commits
+    /// on its own, and there is nothing to release.
+    #[must_use]
+    pub fn hold_writes(&mut self) -> bool {
+        match self.db.begin() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(target: "plexus::job", "cannot begin recording: {e}");
+                false
+            }
         }
     }
 

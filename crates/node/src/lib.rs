@@ -507,7 +507,7 @@ impl Node {
                 if submitted.is_ok() {
                     self.dispatch();
                 }
-                let released = held.then(|| self.requester.release_writes());
+                let released = held.then(|| self.requester.commit_writes());
                 let submitted = match (submitted, released) {
                     (Ok(id), Some(Err(e))) => {
                         self.requester.fail_unrecorded(&id, &e);
@@ -516,6 +516,10 @@ impl Node {
                     (submitted, _) => submitted,
                 };
                 let _ = reply.send(submitted);
+                // After the reply: tokio runs the task woken (or spawned)
+                // last first, so the first tasks go out before the API's
+                // handler takes its turn.
+                self.requester.send_planned();
             }
             ApiRequest::WaitEnd(id, reply) => {
                 self.job_waiters.retain(|(_, r)| !r.is_closed());

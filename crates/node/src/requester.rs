@@ -735,9 +735,16 @@ impl Requester {
     /// Commits what [`Requester::hold_writes`] gathered, then sends the
     /// tasks dispatched meanwhile.
     pub fn release_writes(&mut self) -> Result<(), NodeError> {
-        let committed = self.db.commit();
+        let committed = self.commit_writes();
         self.send_planned();
-        Ok(committed?)
+        committed
+    }
+
+    /// The commit of [`Requester::release_writes`] without its sends, for a
+    /// caller that has something to do in between:
+    /// [`Requester::send_planned`] sends them.
+    pub fn commit_writes(&mut self) -> Result<(), NodeError> {
+        Ok(self.db.commit()?)
     }
 
     /// A job whose submission could not be recorded: failed here, and
@@ -1196,7 +1203,7 @@ impl Requester {
 
     /// Sends each planned request on a task of its own; its answers come
     /// back to the node as one completion.
-    fn send_planned(&mut self) {
+    pub fn send_planned(&mut self) {
         for PlannedSend {
             job_id,
             peer,

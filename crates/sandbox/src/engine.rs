@@ -100,6 +100,7 @@ impl Sandbox {
             .total_memories(INSTANCES_MAX)
             .total_tables(INSTANCES_MAX)
             .total_gc_heaps(INSTANCES_MAX)
+            .total_stacks(INSTANCES_MAX)
             .table_elements(TABLE_ELEMENTS_MAX);
         let mut pooled = wasm.clone();
         pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));

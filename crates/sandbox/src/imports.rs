@@ -163,20 +163,45 @@ impl Imports {
     pub fn new(engine: &wasmtime::Engine) -> Result<Imports, SandboxError> {
         let err = |e: wasmtime::Error| SandboxError::Engine(format!("{e:#}"));
         let mut base = Linker::new(engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut base, |s: &mut TaskState| &mut s.wasi)
+        // The asynchronous WASI functions: a task may run on an async
+        // thread of the node, where the synchronous ones (they block on
+        // tokio) would panic; run elsewhere, they are driven by `in_tokio`.
+        wasmtime_wasi::p1::add_to_linker_async(&mut base, |s: &mut TaskState| &mut s.wasi)
             .map_err(err)?;
         let mut guest = base.clone();
         guest.allow_shadowing(true);
-        guest.func_wrap(WASI, "fd_write", fd_write).map_err(err)?;
-        guest.func_wrap(WASI, "fd_pwrite", fd_pwrite).map_err(err)?;
         guest
-            .func_wrap(WASI, "fd_filestat_get", fd_filestat_get)
+            .func_wrap_async(WASI, "fd_write", |caller, (fd, iovs, len, written)| {
+                Box::new(fd_write(caller, fd, iovs, len, written))
+            })
             .map_err(err)?;
         guest
-            .func_wrap(WASI, "path_filestat_get", path_filestat_get)
+            .func_wrap_async(WASI, "fd_pwrite", |caller, (fd, iovs, len, at, written)| {
+                Box::new(fd_pwrite(caller, fd, iovs, len, at, written))
+            })
             .map_err(err)?;
         guest
-            .func_wrap(WASI, "fd_readdir", fd_readdir)
+            .func_wrap_async(WASI, "fd_filestat_get", |caller, (fd, buf)| {
+                Box::new(fd_filestat_get(caller, fd, buf))
+            })
+            .map_err(err)?;
+        guest
+            .func_wrap_async(
+                WASI,
+                "path_filestat_get",
+                |caller, (fd, flags, path, path_len, buf)| {
+                    Box::new(path_filestat_get(caller, fd, flags, path, path_len, buf))
+                },
+            )
+            .map_err(err)?;
+        guest
+            .func_wrap_async(
+                WASI,
+                "fd_readdir",
+                |caller, (fd, buf, len, cookie, used)| {
+                    Box::new(fd_readdir(caller, fd, buf, len, cookie, used))
+                },
+            )
             .map_err(err)?;
         guest
             .func_wrap(WASI, "poll_oneoff", poll_oneoff)
@@ -258,7 +283,7 @@ fn iovecs(data: &[u8], iovs: i32, iovs_len: i32) -> Option<Vec<(usize, usize)>> 
     Some(out)
 }
 
-fn call_original(
+async fn call_original(
     caller: &mut Caller<'_, TaskState>,
     name: &str,
     params: &[wasmtime::Val],
@@ -278,7 +303,8 @@ fn call_original(
                 imports
                     .push(f.ok_or_else(|| wasmtime::Error::msg("sandbox: WASI function missing"))?);
             }
-            let instance = wasmtime::Instance::new(&mut *caller, &parts.module, &imports)?;
+            let instance =
+                wasmtime::Instance::new_async(&mut *caller, &parts.module, &imports).await?;
             caller.data_mut().originals = Some(Originals { instance });
             instance
         }
@@ -287,11 +313,11 @@ fn call_original(
         .get_func(&mut *caller, name)
         .ok_or_else(|| wasmtime::Error::msg("sandbox: trampoline function missing"))?;
     let mut result = [wasmtime::Val::I32(0)];
-    func.call(&mut *caller, params, &mut result)?;
+    func.call_async(&mut *caller, params, &mut result).await?;
     Ok(result[0].unwrap_i32())
 }
 
-fn fd_write(
+async fn fd_write(
     mut caller: Caller<'_, TaskState>,
     fd: i32,
     iovs: i32,
@@ -335,9 +361,10 @@ fn fd_write(
         "fd_write",
         &[I32(fd), I32(iovs), I32(iovs_len), I32(nwritten)],
     )
+    .await
 }
 
-fn fd_pwrite(
+async fn fd_pwrite(
     mut caller: Caller<'_, TaskState>,
     fd: i32,
     iovs: i32,
@@ -365,6 +392,7 @@ fn fd_pwrite(
             I32(nwritten),
         ],
     )
+    .await
 }
 
 /// Overwrites the host-dependent fields of a WASI `filestat` (64 bytes):
@@ -378,16 +406,20 @@ fn fix_filestat(caller: &mut Caller<'_, TaskState>, buf: i32) {
     }
 }
 
-fn fd_filestat_get(mut caller: Caller<'_, TaskState>, fd: i32, buf: i32) -> wasmtime::Result<i32> {
+async fn fd_filestat_get(
+    mut caller: Caller<'_, TaskState>,
+    fd: i32,
+    buf: i32,
+) -> wasmtime::Result<i32> {
     use wasmtime::Val::I32;
-    let errno = call_original(&mut caller, "fd_filestat_get", &[I32(fd), I32(buf)])?;
+    let errno = call_original(&mut caller, "fd_filestat_get", &[I32(fd), I32(buf)]).await?;
     if errno == ERRNO_SUCCESS {
         fix_filestat(&mut caller, buf);
     }
     Ok(errno)
 }
 
-fn path_filestat_get(
+async fn path_filestat_get(
     mut caller: Caller<'_, TaskState>,
     fd: i32,
     flags: i32,
@@ -400,7 +432,8 @@ fn path_filestat_get(
         &mut caller,
         "path_filestat_get",
         &[I32(fd), I32(flags), I32(path), I32(path_len), I32(buf)],
-    )?;
+    )
+    .await?;
     if errno == ERRNO_SUCCESS {
         fix_filestat(&mut caller, buf);
     }
@@ -409,7 +442,7 @@ fn path_filestat_get(
 
 /// Zeroes `d_ino` in each directory entry (24-byte header: next @0, ino @8,
 /// namlen @16, type @20; then the name).
-fn fd_readdir(
+async fn fd_readdir(
     mut caller: Caller<'_, TaskState>,
     fd: i32,
     buf: i32,
@@ -422,7 +455,8 @@ fn fd_readdir(
         &mut caller,
         "fd_readdir",
         &[I32(fd), I32(buf), I32(buf_len), I64(cookie), I32(bufused)],
-    )?;
+    )
+    .await?;
     if errno != ERRNO_SUCCESS {
         return Ok(errno);
     }

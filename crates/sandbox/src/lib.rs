@@ -74,3 +74,10 @@ pub struct LoadedModule {
 }
 
 pub use engine::Sandbox;
+
+/// Drives a sandbox future ([`Sandbox::run_async`]) to its end on this
+/// thread: one of a tokio runtime's blocking pool, or one outside any
+/// runtime (never an async worker thread, where blocking panics).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    wasmtime_wasi::runtime::in_tokio(future)
+}

@@ -153,6 +153,23 @@ impl Sandbox {
         task: &TaskRun,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Result<TaskReport, SandboxError> {
+        // On a thread of a tokio runtime's blocking pool, or of none; never
+        // on an async worker thread (see `run_async`).
+        wasmtime_wasi::runtime::in_tokio(self.run_async(module, task, cancel, None))
+    }
+
+    /// [`Sandbox::run_cancellable`] as a future, for a caller on an async
+    /// thread. With `yield_every_fuel` (and fuel metering), the guest
+    /// yields every that much fuel: a caller that started a task on its own
+    /// thread to save a hand-off can move the rest of a long one elsewhere.
+    /// Yielding changes neither the fuel counted nor the outputs.
+    pub async fn run_async(
+        &self,
+        module: &LoadedModule,
+        task: &TaskRun<'_>,
+        cancel: Option<Arc<AtomicBool>>,
+        yield_every_fuel: Option<u64>,
+    ) -> Result<TaskReport, SandboxError> {
         let l = task.limits;
         if l.memory_bytes_max > limits::TASK_MEMORY_BYTES_MAX {
             return Err(SandboxError::Engine(format!(
@@ -175,7 +192,10 @@ impl Sandbox {
             .monotonic_clock(VirtualClock(clock_ns.clone()))
             .secure_random(SeededRandom::new(task.seed, "secure"))
             .insecure_random(SeededRandom::new(task.seed, "insecure"))
-            .insecure_random_seed(task.seed as u128);
+            .insecure_random_seed(task.seed as u128)
+            // File calls run where the task runs, not on tokio's blocking
+            // pool: the task is on a thread of its own already, or short.
+            .allow_blocking_current_thread(true);
         if let Some(inputs) = task.inputs {
             builder
                 .preopened_dir(inputs.path(), "/in", FsPerms::ReadOnly)
@@ -210,6 +230,11 @@ impl Sandbox {
                 store
                     .set_fuel(fuel)
                     .map_err(|e| SandboxError::Engine(e.to_string()))?;
+                if let Some(every) = yield_every_fuel {
+                    store
+                        .fuel_async_yield_interval(Some(every))
+                        .map_err(|e| SandboxError::Engine(e.to_string()))?;
+                }
                 Some(fuel)
             }
             Metering::Off => None,
@@ -267,12 +292,13 @@ impl Sandbox {
         }
 
         let started = Instant::now();
-        let result = linker
-            .instantiate(&mut store, &module.module)
-            .and_then(|instance| {
-                let func = instance.get_typed_func::<(), ()>(&mut store, entry)?;
-                func.call(&mut store, ())
-            });
+        let result = match linker.instantiate_async(&mut store, &module.module).await {
+            Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, entry) {
+                Ok(func) => func.call_async(&mut store, ()).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         let run_ms = started.elapsed().as_millis() as u64;
 
         let mut outcome = match result {

@@ -552,3 +552,70 @@ fn a_cancelled_task_stops_at_once_and_its_deadline_still_holds_when_it_is_not() 
     assert_eq!(trap(&report), &Trap::Deadline { deadline_ms: 300 });
     h.assert_healthy();
 }
+
+#[test]
+fn a_task_that_yields_and_moves_to_another_thread_gives_the_same_outputs_and_fuel() {
+    // A provider starts a short task on its async thread and moves one
+    // that runs long to a sandbox thread: the result must not tell.
+    let h = metered();
+    let module = h
+        .sandbox
+        .load(guests::builtin("mandelbrot").expect("mandelbrot is built in"))
+        .expect("mandelbrot loads");
+    let args: Vec<String> = ["--size", "256", "--per-side", "4", "--tile", "5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (first_out, moved_out) = (h.out_dir(), h.out_dir());
+    let task = |out| TaskRun {
+        program: "mandelbrot",
+        args: &args,
+        env: &[],
+        inputs: None,
+        output_dir: out,
+        seed: 7,
+        limits: limits(),
+        entry: None,
+        allow_missing_imports: false,
+        hold_bytes_max: 0,
+    };
+    let whole = h
+        .sandbox
+        .run(&module, &task(&first_out))
+        .expect("the task starts");
+    assert!(whole.outcome.is_success(), "{:?}", whole.outcome);
+    let fuel = whole.fuel_used.expect("metered").0;
+
+    let yield_every = fuel / 10;
+    let moved_task = task(&moved_out);
+    let mut run = Box::pin(
+        h.sandbox
+            .run_async(&module, &moved_task, None, Some(yield_every)),
+    );
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        run.as_mut().poll(&mut cx).is_pending(),
+        "a task of {fuel} fuel yields after {yield_every}"
+    );
+    let moved = std::thread::scope(|s| {
+        s.spawn(move || sandbox::block_on(run))
+            .join()
+            .expect("the other thread")
+    })
+    .expect("the task starts");
+
+    assert_eq!(moved.outcome, whole.outcome);
+    assert_eq!(moved.fuel_used, whole.fuel_used);
+    assert_eq!(moved.outputs, whole.outputs);
+    assert!(
+        whole.outputs.iter().any(|o| o.name != sandbox::STDOUT_FILE),
+        "the tile is a file written through WASI: {:?}",
+        whole.outputs
+    );
+    for output in &whole.outputs {
+        assert_eq!(
+            std::fs::read(moved_out.join(&output.name)).expect("moved output"),
+            std::fs::read(first_out.join(&output.name)).expect("output")
+        );
+    }
+}

@@ -87,8 +87,10 @@ struct Sizes {
     latency_samples: usize,
     /// Tiles per side of the B2 jobs.
     mandel_per_side: &'static [u32],
-    /// Measured runs of B1's throughput and of each B2 job (the median counts).
+    /// Measured runs of B1's throughput (the median counts; the peers' REPS).
     reps: usize,
+    /// Measured runs of each B2 job and of its direct run.
+    fan_out_reps: usize,
     latency_rounds: usize,
 }
 
@@ -99,6 +101,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<u8> {
             latency_samples: 20,
             mandel_per_side: &[8],
             reps: 1,
+            fan_out_reps: 1,
             latency_rounds: 1,
         }
     } else {
@@ -107,6 +110,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<u8> {
             latency_samples: 1000,
             mandel_per_side: &[8, 64],
             reps: 3,
+            fan_out_reps: 5,
             latency_rounds: LATENCY_ROUNDS,
         }
     };
@@ -284,6 +288,7 @@ fn dispatch(
                 latency_samples: sizes.latency_samples,
                 mandel_per_side: &[],
                 reps: 1,
+                fan_out_reps: 0,
                 latency_rounds: 1,
             };
             if let Some(r) = peer_figures(a, "bench_ray.py", &ray_round) {
@@ -393,12 +398,13 @@ fn fan_out(
                  [assemble]\nkind = \"tiles-png\"\nfile = \"tile\"\noutput = \"mandel.png\"\n"
             ),
         )?;
-        // Both sides the median of `reps` runs, taken in turns, so that a slow
-        // moment of a shared machine does not fall on one side only.
+        // Both sides the median of `fan_out_reps` runs, taken in turns, so
+        // that a slow moment of a shared machine does not fall on one side
+        // only (the direct run of mandel-64 alone moved 0.40–0.46 s).
         let out = root.join(format!("direct-{tiles}"));
         run_directly(&mandel, &out)?; // the module compiled and cached
         let (mut walls, mut directs) = (Vec::new(), Vec::new());
-        for _ in 0..sizes.reps {
+        for _ in 0..sizes.fan_out_reps {
             let (wall, status) = submit_and_wait(client, &mandel)?;
             if status.checksum != Some(MANDEL_CHECKSUM) {
                 bail!(

@@ -260,13 +260,33 @@ impl SignedOffer {
     }
 }
 
+/// Public keys decoded from peer ids, kept per thread: decoding one
+/// decompresses a curve point, about a fifth of checking a signature, and a
+/// requester checks every result of the same few providers.
+const PUBLIC_KEYS_CACHED_MAX: usize = 1024;
+
+thread_local! {
+    static PUBLIC_KEYS: std::cell::RefCell<std::collections::HashMap<PeerId, PublicKey>> =
+        Default::default();
+}
+
 /// Ed25519 peer ids embed their public key (an identity multihash).
 pub fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    if let Some(key) = PUBLIC_KEYS.with_borrow(|keys| keys.get(peer).cloned()) {
+        return Some(key);
+    }
     let multihash: &libp2p::multihash::Multihash<64> = peer.as_ref();
     if multihash.code() != 0 {
         return None;
     }
-    PublicKey::try_decode_protobuf(multihash.digest()).ok()
+    let key = PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    PUBLIC_KEYS.with_borrow_mut(|keys| {
+        if keys.len() >= PUBLIC_KEYS_CACHED_MAX {
+            keys.clear();
+        }
+        keys.insert(*peer, key.clone());
+    });
+    Some(key)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

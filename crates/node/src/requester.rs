@@ -882,7 +882,8 @@ impl Requester {
 
     /// Whether any job is running: with none, dispatch has nothing to do.
     pub fn has_running_jobs(&self) -> bool {
-        self.jobs.iter().any(|j| j.state == State::Running)
+        // Newest last: up to JOBS_MAX ended ones sit before a running one.
+        self.jobs.iter().rev().any(|j| j.state == State::Running)
     }
 
     /// Hands pending executions to providers with credit left, cheapest

@@ -155,7 +155,7 @@ impl Sandbox {
     ) -> Result<TaskReport, SandboxError> {
         // On a thread of a tokio runtime's blocking pool, or of none; never
         // on an async worker thread (see `run_async`).
-        wasmtime_wasi::runtime::in_tokio(self.run_async(module, task, cancel, None))
+        crate::block_on(self.run_async(module, task, cancel, None))
     }
 
     /// [`Sandbox::run_cancellable`] as a future, for a caller on an async

@@ -557,11 +557,7 @@ impl RunBatch {
         let mut needed: Vec<types::BlobHash> = Vec::new();
         for (t, _) in &self.tasks {
             // A module compiled in memory is never read again.
-            let sandbox = if t.canonicalize_nans {
-                &self.sandbox_nan_canonical
-            } else {
-                &self.sandbox
-            };
+            let sandbox = sandbox_for(t, &self.sandbox, &self.sandbox_nan_canonical);
             let module = Some(t.module).filter(|m| !sandbox.is_compiled(m));
             for hash in module.into_iter().chain(t.inputs.iter().map(|(_, h)| *h)) {
                 if !needed.contains(&hash) {
@@ -593,11 +589,7 @@ impl RunBatch {
         // tasks run: two tasks on this one thread would run one at a time.
         let inline = match self.tasks.as_slice() {
             [(t, _)] => {
-                let sandbox = if t.canonicalize_nans {
-                    &self.sandbox_nan_canonical
-                } else {
-                    &self.sandbox
-                };
+                let sandbox = sandbox_for(t, &self.sandbox, &self.sandbox_nan_canonical);
                 sandbox.metering() == Metering::Fuel
                     && sandbox.is_compiled(&t.module)
                     && self.slots.available_permits() + 1 >= self.slots_total
@@ -611,11 +603,7 @@ impl RunBatch {
                     bodies.push(Err(CANCELLED.to_owned()));
                     continue;
                 }
-                let sandbox = if t.canonicalize_nans {
-                    &sandbox_nan
-                } else {
-                    &sandbox
-                };
+                let sandbox = sandbox_for(t, &sandbox, &sandbox_nan);
                 let dir = match scratch.take() {
                     Ok(dir) => dir,
                     Err(e) => {
@@ -842,6 +830,19 @@ impl RunBatch {
             }
         }
         Ok((body, inline))
+    }
+}
+
+/// The sandbox a task asks for: with NaN canonicalisation or without.
+fn sandbox_for<'a>(
+    t: &TaskAssignment,
+    plain: &'a Sandbox,
+    nan_canonical: &'a Sandbox,
+) -> &'a Sandbox {
+    if t.canonicalize_nans {
+        nan_canonical
+    } else {
+        plain
     }
 }
 

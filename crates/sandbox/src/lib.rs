@@ -12,8 +12,9 @@
 //! - **Bounded**: every limit hit is a typed [`Trap`], never a host failure,
 //!   and the next task is unaffected.
 //!
-//! Running a task is one call, [`Sandbox::run`]; the local runner makes it
-//! now, a provider will make it later.
+//! Running a task is one call: [`Sandbox::run`] on a thread of its own, or
+//! [`Sandbox::run_async`] on an async thread (a provider starts a short
+//! task there and moves a long one to a sandbox thread).
 
 mod cache;
 mod engine;

@@ -306,12 +306,11 @@ fn dispatch(
             latencies.push(ms(submit_prepared(client, &one)?.0));
         }
         latencies.sort_by(f64::total_cmp);
-        ours_p50.push(percentile(&latencies, 50.0));
-        ours_p99.push(percentile(&latencies, 99.0));
+        let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+        ours_p50.push(p50);
+        ours_p99.push(p99);
         eprintln!(
-            "B1 round {round}: p50 {:.3} ms, p99 {:.3} ms; Ray's just before: {}",
-            percentile(&latencies, 50.0),
-            percentile(&latencies, 99.0),
+            "B1 round {round}: p50 {p50:.3} ms, p99 {p99:.3} ms; Ray's just before: {}",
             match (ray_p50.len() == round, ray_p50.last(), ray_p99.last()) {
                 (true, Some(p50), Some(p99)) => format!("p50 {p50:.3} ms, p99 {p99:.3} ms"),
                 _ => "none".into(),
@@ -571,7 +570,7 @@ fn run_directly(job: &Path, out: &Path) -> anyhow::Result<Duration> {
 /// The median of a few figures (the upper one of an even count).
 fn median_of(mut figures: Vec<f64>) -> f64 {
     figures.sort_by(f64::total_cmp);
-    figures.get(figures.len() / 2).copied().unwrap_or(f64::NAN)
+    percentile(&figures, 50.0)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {

@@ -45,6 +45,8 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workloads.join(entry).display());
     }
 
+    ensure_guest_target();
+
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workloads)
@@ -53,7 +55,7 @@ fn main() {
             "--release",
             "--locked",
             "--target",
-            "wasm32-wasip1",
+            GUEST_TARGET,
             "--target-dir",
         ])
         .arg(&target_dir)
@@ -72,10 +74,10 @@ fn main() {
         .expect("cannot run cargo to build the guest workloads");
     assert!(
         status.success(),
-        "building the guest workloads for wasm32-wasip1 failed (is the target installed? `rustup target add wasm32-wasip1`)"
+        "building the guest workloads for {GUEST_TARGET} failed"
     );
 
-    let built = target_dir.join("wasm32-wasip1/release");
+    let built = target_dir.join(GUEST_TARGET).join("release");
     let mut index = String::from(
         "/// (name, module bytes) of every built-in workload.\npub static BUILTINS: &[(&str, &[u8])] = &[\n",
     );
@@ -90,6 +92,64 @@ fn main() {
     }
     index.push_str("];\n");
     std::fs::write(out_dir.join("builtins.rs"), index).expect("write builtins.rs");
+}
+
+/// The guests' target triple (rust-toolchain.toml lists it too).
+const GUEST_TARGET: &str = "wasm32-wasip1";
+
+/// Installs the guests' target into the toolchain that builds us when it lacks it.
+///
+/// rustup adds the `targets` of rust-toolchain.toml only when it installs the
+/// toolchain; on a machine whose stable toolchain was already there, the guests'
+/// build stops with "can't find crate for `std`". A new user's first command
+/// should just work, so we ask rustup for the target here, before the nested
+/// build, and only fail (with the one command that fixes it) where rustup cannot.
+fn ensure_guest_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else {
+        // Without a sysroot to look in, let the nested build say what is wrong.
+        return;
+    };
+    let target_lib = sysroot.join("lib/rustlib").join(GUEST_TARGET).join("lib");
+    // Run again whenever the target goes away (or is first added), so a
+    // toolchain that lost it is mended at the next build, not only the first.
+    println!("cargo:rerun-if-changed={}", target_lib.display());
+    if target_lib.is_dir() {
+        return;
+    }
+    // The toolchain that runs us: rustup names it for its children; otherwise
+    // the sysroot is rustup's folder of that name.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok().or_else(|| {
+        sysroot
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    });
+    println!(
+        "cargo:warning=the toolchain lacks the guests' target {GUEST_TARGET}; adding it with rustup (once)"
+    );
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", GUEST_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        cmd.args(["--toolchain", toolchain]);
+    }
+    let fix = format!("rustup target add {GUEST_TARGET}");
+    match cmd.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "`{}` failed ({status}); run `{fix}` and build again",
+            format_args!("{cmd:?}")
+        ),
+        Err(e) => panic!(
+            "the guest workloads need the {GUEST_TARGET} target and rustup could not be run ({e}); \
+             install the target for this toolchain (with rustup: `{fix}`) and build again"
+        ),
+    }
 }
 
 fn copy_if_changed(from: &Path, to: &Path) {

@@ -170,7 +170,9 @@ pub fn follow(client: &Client, id: &str, progress: bool) -> anyhow::Result<JobSt
             .filter(|p| p.in_flight > 0)
             .map(|p| format!("{}×{}", short(&p.peer_id), p.in_flight))
             .collect();
-        bar.set_message(if at_work.is_empty() {
+        bar.set_message(if let Some(why) = &status.no_match {
+            format!("waiting, no match: {why}")
+        } else if at_work.is_empty() {
             status.state.clone()
         } else {
             format!("at work: {}", at_work.join(" "))
@@ -260,6 +262,9 @@ pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
         "tasks     {}/{} done, {} in flight, {} retried",
         s.tasks_done, s.tasks_total, s.tasks_in_flight, s.retries
     );
+    if let Some(why) = &s.no_match {
+        println!("waiting   no match: {why}");
+    }
     println!("fuel      {}", s.fuel);
     println!("time      {:.1} s", s.elapsed_s);
     for p in &s.providers {

@@ -13,24 +13,8 @@ pub const CONTROL_MESSAGE_BYTES_MAX: u64 = 1 << 20;
 pub const BLOB_CHUNK_BYTES_MAX: u64 = 1 << 20;
 /// A blob response is a chunk plus a small envelope.
 pub const BLOB_RESPONSE_BYTES_MAX: u64 = BLOB_CHUNK_BYTES_MAX + 4096;
-/// An offer is valid this long after it was made.
-pub const OFFER_TTL_MS: u64 = 60_000;
-
-/// A provider's standing offer, published on [`OFFER_TOPIC`] (gossipsub
-/// signs it with the provider's key and we check the signer is the provider).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Offer {
-    pub cores: u32,
-    pub memory_bytes: u64,
-    pub slots_total: u32,
-    pub slots_free: u32,
-    /// Credits per billion fuel.
-    pub price_per_gfuel: u64,
-    /// The node's benchmark: fuel per second on one slot.
-    pub fuel_per_sec: u64,
-    pub engine: String,
-    pub expires_at_ms: u64,
-}
+/// The offer is the market's vocabulary (`types`); the wire carries it signed.
+pub use types::offer::{OFFER_TTL_MS, Offer};
 
 /// One task, as the requester hands it to a provider.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use metrics::Metrics;
@@ -351,7 +351,10 @@ struct PeerState {
     /// Its address range (IPv4 /24, IPv6 /48), from the last connection.
     network: Option<String>,
     rtt: Option<Duration>,
-    offer: Option<(Offer, Instant)>,
+    /// Its last offer and, by our clock, until when it counts
+    /// (`market::live_until_ms`). Kept past then, so a job that waits can
+    /// count it as expired; replaced by the provider's next.
+    offer: Option<(Offer, u64)>,
 }
 
 struct Node {
@@ -474,7 +477,8 @@ impl Node {
             }
             Event::RoundTrip { peer, rtt } => self.peer(peer).rtt = Some(rtt),
             Event::Offer { from, offer } => {
-                self.peer(from).offer = Some((offer, Instant::now()));
+                let live_until_ms = market::live_until_ms(&offer, now_ms());
+                self.peer(from).offer = Some((offer, live_until_ms));
             }
             Event::TaskRequested { from, id, request } => match &mut self.provider {
                 Some(p) => p.on_task_request(from, id, request, &self.net, &self.internal),
@@ -549,7 +553,11 @@ impl Node {
                             peer_id: id.to_string(),
                             connected: p.connected,
                             rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                            offer: p.offer.as_ref().map(|(o, _)| o.clone()),
+                            offer: p
+                                .offer
+                                .as_ref()
+                                .filter(|(_, until)| now_ms() <= *until)
+                                .map(|(o, _)| o.clone()),
                             verified: record.verified,
                             disagreed: record.disagreed,
                             timed_out: record.timed_out,
@@ -594,17 +602,7 @@ impl Node {
     }
 
     async fn on_tick(&mut self) {
-        let now = Instant::now();
-        // Offers expire; an expired one is as good as none.
-        let ttl = Duration::from_millis(net::wire::OFFER_TTL_MS);
-        for p in self.peers.values_mut() {
-            if p.offer
-                .as_ref()
-                .is_some_and(|(_, at)| now.duration_since(*at) > ttl)
-            {
-                p.offer = None;
-            }
-        }
+        let now = now_ms();
         if let Some(p) = &mut self.provider {
             p.maybe_publish(&self.net).await;
         }
@@ -612,7 +610,7 @@ impl Node {
         let offers = self
             .peers
             .values()
-            .filter(|p| p.connected && p.offer.is_some())
+            .filter(|p| p.connected && p.offer.as_ref().is_some_and(|(_, until)| now <= *until))
             .count();
         self.metrics.peers_connected.set(connected as i64);
         self.metrics.offers_live.set(offers as i64);
@@ -623,20 +621,21 @@ impl Node {
         if !self.requester.has_running_jobs() {
             return;
         }
-        let live: Vec<requester::Candidate> = self
+        let seen: Vec<requester::Candidate> = self
             .peers
             .iter()
             .filter(|(_, p)| p.connected)
             .filter_map(|(id, p)| {
-                p.offer.as_ref().map(|(o, _)| requester::Candidate {
+                p.offer.as_ref().map(|(o, until)| requester::Candidate {
                     peer: *id,
                     offer: o.clone(),
+                    live_until_ms: *until,
                     rtt: p.rtt,
                     network: p.network.clone(),
                 })
             })
             .collect();
-        self.requester.dispatch(&live);
+        self.requester.dispatch(&seen);
     }
 }
 

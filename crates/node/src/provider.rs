@@ -254,6 +254,7 @@ impl Provider {
         let offer = Offer {
             cores: self.cores,
             memory_bytes: self.memory_bytes,
+            task_memory_bytes_max: self.config.task_memory_bytes_max,
             slots_total: status.slots_total,
             slots_free: status.slots_free,
             price_per_gfuel: self.config.price_per_gfuel,

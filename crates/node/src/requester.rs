@@ -9,6 +9,7 @@
 //! the evidence, and persists each provider's record.
 
 use crate::{Internal, Metrics, NodeError, blobs, now_ms, provider};
+use market::{Mismatch, Needs, NoMatch};
 use net::wire::{self, Offer, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
 use net::{NetHandle, PeerId};
 use sandbox::{Sandbox, SandboxConfig};
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::BlobStore;
 use tokio::sync::mpsc;
-use types::{BlobHash, Job, ModuleSource, Outcome, OutputFile, Trap};
+use types::{BlobHash, Job, ModuleSource, Outcome, OutputFile, RequestId, Trap};
 use verify::{Action, Claim, JobVerifier, Method, Policy, Record, Summary};
 
 /// Requests sent to a provider beyond its slots, so it never waits for work.
@@ -151,6 +152,11 @@ pub struct JobStatus {
     pub checksum: Option<u64>,
     pub error: Option<String>,
     pub elapsed_s: f64,
+    /// While the job waits with nothing out: the offers its last dispatch
+    /// saw, counted per reason none of them could take a task
+    /// (offers_seen, expired, price, memory, engine, record, excluded, busy).
+    #[schema(value_type = Option<Object>)]
+    pub no_match: Option<NoMatch>,
 }
 
 pub(crate) enum Completion {
@@ -231,8 +237,8 @@ struct JobState {
     failure_reasons: HashMap<u64, Vec<String>>,
     /// Failed tasks wait until then before their next attempt (backoff).
     not_before: HashMap<u64, Instant>,
-    /// Executions out: (task, attempt) → the provider and when it was sent.
-    running: HashMap<(u64, u32), (PeerId, Instant)>,
+    /// Executions out: (task, attempt) → whom, in which request, since when.
+    running: HashMap<(u64, u32), Out>,
     /// Executions wanted (a task index may appear once per replica wanted).
     pending: VecDeque<(u64, Instant)>,
     /// Results waiting for their task to be settled.
@@ -257,6 +263,8 @@ struct JobState {
     shares: BTreeMap<PeerId, ProviderShare>,
     /// Providers left out of this job after repeated failures.
     excluded: HashSet<PeerId>,
+    /// Why no offer took its tasks at the last dispatch, while none did.
+    no_match: Option<NoMatch>,
     failures: HashMap<PeerId, u32>,
     state: State,
     /// Whether its end is written to the database.
@@ -316,6 +324,7 @@ impl JobState {
             fuel: 0,
             shares: BTreeMap::new(),
             excluded: HashSet::new(),
+            no_match: None,
             failures: HashMap::new(),
             state: State::Running,
             recorded: false,
@@ -325,6 +334,14 @@ impl JobState {
             started,
             finished: None,
             dir,
+        }
+    }
+
+    /// What an offer must meet to take this job's tasks.
+    fn needs(&self) -> Needs<'_> {
+        Needs {
+            requirements: &self.job.requirements,
+            task_memory_bytes: self.job.limits.memory_bytes_max,
         }
     }
 
@@ -361,10 +378,13 @@ fn verifier_for(job: &Job) -> Result<Option<JobVerifier<PeerId>>, String> {
     Ok(Some(JobVerifier::new(job.task_count(), policy, draw_seed)))
 }
 
-/// A provider with a live offer, as dispatch sees it.
+/// A connected provider with an offer, as dispatch sees it.
 pub(crate) struct Candidate {
     pub peer: PeerId,
     pub offer: Offer,
+    /// By our clock (`market::live_until_ms`); an offer past it is seen
+    /// and counted as expired, never given work.
+    pub live_until_ms: u64,
     pub rtt: Option<Duration>,
     /// Its address range (IPv4 /24, IPv6 /48), when known.
     pub network: Option<String>,
@@ -394,6 +414,17 @@ pub(crate) struct Requester {
     planned: Vec<PlannedSend>,
     /// The hash of each built-in workload submitted (as many as `guests` has).
     builtin_modules: HashMap<String, BlobHash>,
+    /// Names the next request sent.
+    next_request: RequestId,
+}
+
+/// An execution out with a provider.
+#[derive(Clone, Copy)]
+struct Out {
+    peer: PeerId,
+    /// The request that carried it (a batch's tasks share one).
+    request: RequestId,
+    sent_at: Instant,
 }
 
 /// A request to a provider whose attempts are recorded but not yet committed.
@@ -442,6 +473,7 @@ impl Requester {
             metrics,
             planned: Vec::new(),
             builtin_modules: HashMap::new(),
+            next_request: RequestId::default(),
         };
         requester.resume()?;
         Ok(requester)
@@ -743,8 +775,56 @@ impl Requester {
     /// The commit of [`Requester::release_writes`] without its sends, for a
     /// caller that has something to do in between:
     /// [`Requester::send_planned`] sends them.
+    /// A failed commit sends nothing: each request dispatched under the
+    /// held writes is withdrawn, and its job fails naming the error.
     pub fn commit_writes(&mut self) -> Result<(), NodeError> {
-        Ok(self.db.commit()?)
+        if let Err(e) = self.db.commit() {
+            for planned in std::mem::take(&mut self.planned) {
+                let attempts: Vec<(u64, u32)> = planned
+                    .assignments
+                    .iter()
+                    .map(|a| (a.task_index, a.attempt))
+                    .collect();
+                if let Some(j) = self.find_job(&planned.job_id) {
+                    self.withdraw_unrecorded(j, planned.peer, &attempts, &format!("{e}"));
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// A request whose attempts could not be written: it is never sent
+    /// (a provider must not hold an attempt the requester cannot show it
+    /// gave out), its executions are no longer out, and the job fails with
+    /// the error: it says why instead of carrying on without its records.
+    fn withdraw_unrecorded(
+        &mut self,
+        j: usize,
+        peer: PeerId,
+        attempts: &[(u64, u32)],
+        error: &str,
+    ) {
+        let job = &mut self.jobs[j];
+        for key in attempts {
+            if job.running.remove(key).is_some()
+                && let Some(s) = job.shares.get_mut(&peer)
+            {
+                s.in_flight = s.in_flight.saturating_sub(1);
+            }
+        }
+        if !job.has_ended() {
+            job.pending.clear();
+            fail(job, format!("cannot record the attempts it sends: {error}"));
+            // Where even this write fails, the job is taken up again at the
+            // next start, as after a crash.
+            match self.db.end_job(&job.id, &end_of(job)) {
+                Ok(()) => job.recorded = true,
+                Err(e) => {
+                    tracing::error!(target: "plexus::job", job = %job.id, "cannot record the job's end: {e}")
+                }
+            }
+        }
     }
 
     /// A job whose submission could not be recorded: failed here, and
@@ -780,11 +860,8 @@ impl Requester {
         job.pending.clear();
         job.finished = Some(Instant::now());
         // Providers stop what they hold of it, queued or running.
-        let held: Vec<((u64, u32), PeerId)> = job
-            .running
-            .drain()
-            .map(|(k, (peer, _))| (k, peer))
-            .collect();
+        let held: Vec<((u64, u32), PeerId)> =
+            job.running.drain().map(|(k, out)| (k, out.peer)).collect();
         for share in job.shares.values_mut() {
             share.in_flight = 0;
         }
@@ -813,8 +890,11 @@ impl Requester {
     pub fn tasks(&self, id: &str, from: u64, limit: u64) -> Option<Vec<TaskInfo>> {
         let job = &self.jobs[self.find_job(id)?];
         let mut running_on: HashMap<u64, Vec<String>> = HashMap::new();
-        for ((index, _), (peer, _)) in &job.running {
-            running_on.entry(*index).or_default().push(peer.to_string());
+        for ((index, _), out) in &job.running {
+            running_on
+                .entry(*index)
+                .or_default()
+                .push(out.peer.to_string());
         }
         let end = from
             .saturating_add(limit.min(TASKS_PAGE_MAX))
@@ -894,19 +974,15 @@ impl Requester {
                 self.networks.insert(c.peer, network.clone());
             }
         }
+        let now = now_ms();
         let mut ranked: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| !self.is_caught(&c.peer))
+            .filter(|c| now <= c.live_until_ms && !self.is_caught(&c.peer))
             .collect();
         ranked.sort_by_key(|c| {
             let record = self.reputation.get(&c.peer).copied().unwrap_or_default();
-            (
-                c.offer.price_per_gfuel,
-                is_unreliable(&record),
-                std::cmp::Reverse(c.offer.fuel_per_sec),
-                c.rtt.unwrap_or(Duration::MAX),
-                c.peer,
-            )
+            let rtt_us = c.rtt.map(|d| d.as_micros() as u64);
+            market::rank_key(&c.offer, is_unreliable(&record), rtt_us, c.peer)
         });
         let running: Vec<usize> = (0..self.jobs.len())
             .filter(|&i| self.jobs[i].state == State::Running)
@@ -917,15 +993,15 @@ impl Requester {
         let slots_total: u32 = ranked.iter().map(|c| c.offer.slots_total).sum();
         // The credit window counts requests: each takes one slot there,
         // whatever its number of tasks. A request counts while any of its
-        // tasks is out (its tasks share one send time, see `send_batch`):
+        // tasks is out (its tasks share one RequestId, see `send_batch`):
         // one whose tasks were all settled elsewhere, or that its provider
         // holds without answering, no longer stops the provider's next.
         let mut in_flight: HashMap<PeerId, u32> = HashMap::new();
-        let mut requests: HashSet<(PeerId, Instant)> = HashSet::new();
+        let mut requests: HashSet<RequestId> = HashSet::new();
         for &j in &running {
-            for &(peer, sent_at) in self.jobs[j].running.values() {
-                if requests.insert((peer, sent_at)) {
-                    *in_flight.entry(peer).or_default() += 1;
+            for out in self.jobs[j].running.values() {
+                if requests.insert(out.request) {
+                    *in_flight.entry(out.peer).or_default() += 1;
                 }
             }
         }
@@ -937,7 +1013,7 @@ impl Requester {
             {
                 let j = running[self.next_job % running.len()];
                 self.next_job = self.next_job.wrapping_add(1);
-                if self.jobs[j].excluded.contains(&c.peer) {
+                if self.jobs[j].excluded.contains(&c.peer) || !self.meets(j, c) {
                     idle_rounds += 1;
                     continue;
                 }
@@ -971,9 +1047,11 @@ impl Requester {
                     .verifier
                     .as_ref()
                     .is_some_and(|v| v.needs_run(index) && v.holders(index).next().is_some())
-                    && !ranked
-                        .iter()
-                        .any(|c| !job.excluded.contains(&c.peer) && self.may_run(job, index, c))
+                    && !ranked.iter().any(|c| {
+                        !job.excluded.contains(&c.peer)
+                            && self.meets(j, c)
+                            && self.may_run(job, index, c)
+                    })
                 {
                     starved.push(index);
                 }
@@ -989,6 +1067,63 @@ impl Requester {
                 self.apply(j, actions);
             }
         }
+        self.explain_waiting(candidates, now, &in_flight);
+    }
+
+    /// Whether `c`'s offer meets job `j`'s requirements and its tasks' limits.
+    fn meets(&self, j: usize, c: &Candidate) -> bool {
+        let verified = self.reputation.get(&c.peer).map_or(0, |r| r.verified);
+        self.jobs[j].needs().check(&c.offer, verified).is_ok()
+    }
+
+    /// A running job with work waiting and none out learns why: each offer
+    /// seen, counted by the first reason it could not take a task. It is
+    /// cleared as soon as one could.
+    fn explain_waiting(
+        &mut self,
+        candidates: &[Candidate],
+        now: u64,
+        in_flight: &HashMap<PeerId, u32>,
+    ) {
+        for j in 0..self.jobs.len() {
+            let job = &self.jobs[j];
+            if job.state != State::Running {
+                continue;
+            }
+            let waiting = !job.pending.is_empty() && job.running.is_empty();
+            let explained = waiting.then(|| {
+                let mut seen = NoMatch::default();
+                for c in candidates {
+                    seen.count(self.why_not(j, c, now, in_flight));
+                }
+                seen
+            });
+            self.jobs[j].no_match = explained.filter(|seen| seen.matched() == 0);
+        }
+    }
+
+    /// Why `c` cannot take a task of job `j` now, by the first reason.
+    fn why_not(
+        &self,
+        j: usize,
+        c: &Candidate,
+        now: u64,
+        in_flight: &HashMap<PeerId, u32>,
+    ) -> Result<(), Mismatch> {
+        let job = &self.jobs[j];
+        if now > c.live_until_ms {
+            return Err(Mismatch::Expired);
+        }
+        let verified = self.reputation.get(&c.peer).map_or(0, |r| r.verified);
+        job.needs().check(&c.offer, verified)?;
+        if job.excluded.contains(&c.peer) || self.is_caught(&c.peer) {
+            return Err(Mismatch::Excluded);
+        }
+        let credit = c.offer.slots_total + PREFETCH_PER_PROVIDER;
+        if in_flight.get(&c.peer).copied().unwrap_or(0) >= credit {
+            return Err(Mismatch::Busy);
+        }
+        Ok(())
     }
 
     /// Stragglers: once a job has nothing left to hand out, a provider with
@@ -1009,13 +1144,14 @@ impl Requester {
                     if job.state != State::Running
                         || !job.pending.is_empty()
                         || job.excluded.contains(&c.peer)
+                        || !self.meets(j, c)
                     {
                         continue;
                     }
                     let Some(after) = straggler_after(&job.durations) else {
                         continue;
                     };
-                    for (&(index, _), &(peer, sent_at)) in &job.running {
+                    for (&(index, _), &Out { peer, sent_at, .. }) in &job.running {
                         let eligible = peer != c.peer
                             && sent_at.elapsed() > after
                             && !job.speculated.contains(&index)
@@ -1024,7 +1160,7 @@ impl Requester {
                             && !job
                                 .running
                                 .iter()
-                                .any(|(&(i, _), &(p, _))| i == index && p == c.peer)
+                                .any(|(&(i, _), out)| i == index && out.peer == c.peer)
                             && self.may_run(job, index, c);
                         if eligible && oldest.is_none_or(|(_, _, at)| sent_at < at) {
                             oldest = Some((j, index, sent_at));
@@ -1149,27 +1285,35 @@ impl Requester {
         let peer = c.peer;
         let record = self.reputation.get(&peer).copied();
         let job = &mut self.jobs[j];
-        // One send time for the request's tasks: dispatch tells a
-        // provider's requests apart by it.
+        // One id for the request's tasks: dispatch counts a provider's
+        // requests by it.
+        let request = self.next_request.take_next();
         let now = Instant::now();
         let sent_at_ms = now_ms();
         let mut assignments = Vec::with_capacity(indices.len());
         let mut actions = Vec::new();
         let db = &self.db;
-        if let Err(e) = db.begin() {
-            tracing::error!(target: "plexus::job", job = %job.id, "cannot record attempts: {e}");
-        }
+        // The request goes out only if every one of its attempts is on disk
+        // (the replay defence and restore both need the attempt rows).
+        let mut recorded = db.begin();
+        let opened = recorded.is_ok();
         for index in indices {
             job.attempts[index as usize] += 1;
             let attempt = job.attempts[index as usize];
-            job.running.insert((index, attempt), (peer, now));
+            job.running.insert(
+                (index, attempt),
+                Out {
+                    peer,
+                    request,
+                    sent_at: now,
+                },
+            );
             self.metrics.task("dispatched");
             job.share(peer).in_flight += 1;
             // Attempt numbers survive a restart, so none is ever reused.
-            if let Err(e) =
-                db.insert_attempt(&job.id, index, attempt, &peer.to_string(), sent_at_ms)
-            {
-                tracing::error!(target: "plexus::job", job = %job.id, task = index, "cannot record an attempt: {e}");
+            if recorded.is_ok() {
+                recorded =
+                    db.insert_attempt(&job.id, index, attempt, &peer.to_string(), sent_at_ms);
             }
             assignments.push(Self::assignment(job, index, attempt));
             if let Some(v) = &mut job.verifier {
@@ -1181,8 +1325,18 @@ impl Requester {
                 actions.extend(v.on_dispatch(index, peer));
             }
         }
-        if let Err(e) = db.commit() {
-            tracing::error!(target: "plexus::job", job = %job.id, "cannot record attempts: {e}");
+        if opened {
+            let committed = db.commit();
+            recorded = recorded.and(committed);
+        }
+        if let Err(e) = recorded {
+            // Nothing of it is sent, and the job does not carry on as if it were.
+            let attempts: Vec<(u64, u32)> = assignments
+                .iter()
+                .map(|a| (a.task_index, a.attempt))
+                .collect();
+            self.withdraw_unrecorded(j, peer, &attempts, &format!("{e}"));
+            return;
         }
         // Run one after the other on one slot: the batch may take the sum.
         let timeout = assignments
@@ -1248,7 +1402,7 @@ impl Requester {
             let lost: Vec<(u64, u32)> = self.jobs[j]
                 .running
                 .iter()
-                .filter(|(_, (p, _))| *p == peer)
+                .filter(|(_, out)| out.peer == peer)
                 .map(|(k, _)| *k)
                 .collect();
             for (index, attempt) in lost {
@@ -1343,7 +1497,12 @@ impl Requester {
     fn on_task(&mut self, j: usize, index: u64, attempt: u32, peer: PeerId, done: TaskDone) {
         let job = &mut self.jobs[j];
         // A late answer to an attempt already given up on is ignored.
-        let Some((sent_to, sent_at)) = job.running.get(&(index, attempt)).copied() else {
+        let Some(Out {
+            peer: sent_to,
+            sent_at,
+            ..
+        }) = job.running.get(&(index, attempt)).copied()
+        else {
             return;
         };
         if sent_to != peer {
@@ -1606,7 +1765,7 @@ impl Requester {
             .running
             .iter()
             .filter(|((t, _), _)| *t == index)
-            .map(|((_, attempt), (peer, _))| (*attempt, *peer))
+            .map(|((_, attempt), out)| (*attempt, out.peer))
             .collect();
         for (attempt, peer) in surplus {
             job.running.remove(&(index, attempt));
@@ -1931,6 +2090,7 @@ fn status_of(j: &JobState) -> JobStatus {
             .unwrap_or_else(Instant::now)
             .duration_since(j.started)
             .as_secs_f64(),
+        no_match: j.no_match,
     }
 }
 

@@ -95,6 +95,28 @@ impl fmt::Display for Fuel {
     }
 }
 
+/// One request a requester sent (a task or a batch of them), named by a
+/// counter of the requester's, never by a time: two requests sent in the
+/// same instant are still two, and a simulated clock can drive the code
+/// that tells them apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// Used as a counter: this id, and the counter moved on to the next.
+    pub fn take_next(&mut self) -> RequestId {
+        let id = *self;
+        self.0 += 1;
+        id
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "r{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +127,14 @@ mod tests {
         assert_eq!(BlobHash::from_hex(&h.to_hex()), Some(h));
         assert_eq!(BlobHash::from_hex("zz"), None);
         assert_eq!(BlobHash::from_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn request_ids_are_counted_and_never_repeat() {
+        let mut counter = RequestId::default();
+        let a = counter.take_next();
+        let b = counter.take_next();
+        assert_ne!(a, b);
+        assert_eq!((a, b, counter), (RequestId(0), RequestId(1), RequestId(2)));
     }
 }

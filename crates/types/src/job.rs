@@ -27,6 +27,12 @@
 //! replicas = 2                  # executions of a replicated task
 //! distinct_networks = false     # true: replicas never share an address range
 //!
+//! [requirements]                # which offers may take the tasks (all optional)
+//! price_per_gfuel_max = 200     # credits per billion fuel, at most
+//! memory_mib_min = 1024         # task memory a provider must allow (besides limits.memory_mib)
+//! engine = "wasmtime-48.0.8..." # only providers of this engine identity
+//! verified_min = 10             # only providers with this many verified results
+//!
 //! [assemble]
 //! kind = "tiles-png"
 //! file = "tile"
@@ -139,6 +145,7 @@ pub struct Job {
     pub limits: TaskLimits,
     pub assemble: Assemble,
     pub verification: Verification,
+    pub requirements: Requirements,
     args: Vec<String>,
     env: BTreeMap<String, String>,
     params: Vec<(String, Sweep)>,
@@ -169,6 +176,24 @@ impl Default for Verification {
             distinct_networks: false,
         }
     }
+}
+
+/// What a provider's offer must meet to take a job's tasks (the job file's
+/// `[requirements]`; the market matches offers against it and counts, per
+/// reason, the offers that fall short). Every field is optional: a job
+/// without the table takes any offer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// The highest price, in credits per billion fuel.
+    pub price_per_gfuel_max: Option<u64>,
+    /// The task memory a provider must allow at least; a task's own memory
+    /// limit (`limits.memory_mib`) must fit in any case.
+    pub memory_bytes_min: Option<u64>,
+    /// Only providers of exactly this engine identity.
+    pub engine: Option<String>,
+    /// Only providers with at least this many results verified by this
+    /// requester.
+    pub verified_min: Option<u64>,
 }
 
 /// One task of a job, with its arguments filled in.
@@ -289,6 +314,17 @@ struct RawJob {
     limits: RawLimits,
     assemble: Option<RawAssemble>,
     verification: Option<RawVerification>,
+    #[serde(default)]
+    requirements: RawRequirements,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRequirements {
+    price_per_gfuel_max: Option<u64>,
+    memory_mib_min: Option<Spanned<u64>>,
+    engine: Option<Spanned<String>>,
+    verified_min: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -626,6 +662,25 @@ impl Ctx<'_> {
             verification.distinct_networks = v.distinct_networks;
         }
 
+        let r = raw.requirements;
+        let memory_bytes_min = match r.memory_mib_min {
+            Some(mib) => Some(mib.get_ref().checked_mul(limits::MIB).ok_or_else(|| {
+                self.at(mib.span(), "`requirements.memory_mib_min` is too large")
+            })?),
+            None => None,
+        };
+        if let Some(engine) = &r.engine
+            && engine.get_ref().trim().is_empty()
+        {
+            return Err(self.at(engine.span(), "`requirements.engine` is empty"));
+        }
+        let requirements = Requirements {
+            price_per_gfuel_max: r.price_per_gfuel_max,
+            memory_bytes_min,
+            engine: r.engine.map(Spanned::into_inner),
+            verified_min: r.verified_min,
+        };
+
         Ok(Job {
             name,
             module,
@@ -640,6 +695,7 @@ impl Ctx<'_> {
             limits: task_limits,
             assemble,
             verification,
+            requirements,
             args: args.into_iter().map(Spanned::into_inner).collect(),
             env: raw
                 .env

@@ -4,9 +4,11 @@
 pub mod ids;
 pub mod job;
 pub mod limits;
+pub mod offer;
 pub mod outcome;
 
-pub use ids::{BlobHash, Fuel};
-pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue, Verification};
+pub use ids::{BlobHash, Fuel, RequestId};
+pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue, Requirements, Verification};
 pub use limits::TaskLimits;
+pub use offer::Offer;
 pub use outcome::{Outcome, OutputFile, Trap};

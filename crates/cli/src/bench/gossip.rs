@@ -154,6 +154,7 @@ async fn gossip(
         let offer = Offer {
             cores: 2,
             memory_bytes: 1 << 30,
+            task_memory_bytes_max: 1 << 30,
             slots_total: 1,
             slots_free: seq,
             price_per_gfuel: 1,

@@ -158,3 +158,50 @@ fn requester_resumes_after_sigkill_at_ten_random_points() {
     }
     drop(providers);
 }
+
+/// Persist before send: an attempt the requester cannot write is never
+/// sent. A second connection makes the requester's database refuse every
+/// new attempt row (as a full disk or a failing file would), and the job
+/// that follows fails naming the refusal, while its provider runs nothing.
+#[test]
+fn a_requester_that_cannot_record_an_attempt_sends_nothing_and_says_why() {
+    let env = Env::new();
+    let requester = NodeProcess::requester(&env);
+    let provider = NodeProcess::provider(&env, "p1", &requester, &[]);
+    wait_until("the provider's offer", Duration::from_secs(30), || {
+        requester.offers() == 1
+    });
+    let refuse = rusqlite::Connection::open(requester.dir.join("plexus.db")).expect("open the db");
+    refuse
+        .busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    refuse
+        .execute_batch(
+            "CREATE TRIGGER refuse_attempts BEFORE INSERT ON attempts
+             BEGIN SELECT RAISE(ABORT, 'attempts refused by the test'); END;",
+        )
+        .expect("the trigger");
+
+    let id = requester.submit(&crate::small_render_job(&env));
+    let status = wait_for_end(&requester, &id);
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot record the attempts")
+            && error.contains("attempts refused by the test"),
+        "{status}"
+    );
+    assert_eq!(status["tasks_in_flight"], 0, "{status}");
+    // Given time to have run something, the provider ran nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    let info = provider.get("/api/node");
+    assert_eq!(info["provider"]["tasks_run"], 0, "{info}");
+    let runs: i64 = rusqlite::Connection::open(provider.dir.join("plexus.db"))
+        .and_then(|db| db.query_row("SELECT COUNT(*) FROM runs", [], |row| row.get(0)))
+        .expect("the provider's runs");
+    assert_eq!(runs, 0);
+    let attempts: i64 = refuse
+        .query_row("SELECT COUNT(*) FROM attempts", [], |row| row.get(0))
+        .expect("the requester's attempts");
+    assert_eq!(attempts, 0);
+}

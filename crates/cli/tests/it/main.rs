@@ -4,6 +4,7 @@ mod dashboard;
 mod durability;
 mod faults;
 mod hosts;
+mod market;
 mod network;
 mod stragglers;
 mod verification;

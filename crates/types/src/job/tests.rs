@@ -143,3 +143,30 @@ fn verification_defaults_to_replication_and_is_validated() {
     assert!(parse_err(&with("replicas = 1")).contains("between 2 and 5"));
     assert!(parse_err(&with("quorum = 2")).contains("unknown field"));
 }
+
+#[test]
+fn requirements_are_optional_and_parsed_with_their_units() {
+    let none = Job::parse("job.toml", RENDER).expect("valid");
+    assert_eq!(none.requirements, Requirements::default());
+    let text = format!(
+        "{RENDER}\n[requirements]\nprice_per_gfuel_max = 50\nmemory_mib_min = 2048\nengine = \"e1\"\nverified_min = 3\n"
+    );
+    let job = Job::parse("job.toml", &text).expect("valid");
+    assert_eq!(
+        job.requirements,
+        Requirements {
+            price_per_gfuel_max: Some(50),
+            memory_bytes_min: Some(2048 * limits::MIB),
+            engine: Some("e1".into()),
+            verified_min: Some(3),
+        }
+    );
+    let err = parse_err(&format!("{RENDER}\n[requirements]\nprice = 5\n"));
+    assert!(err.contains("price"), "{err}");
+    let err = parse_err(&format!("{RENDER}\n[requirements]\nengine = \" \"\n"));
+    assert!(err.contains("`requirements.engine` is empty"), "{err}");
+    let err = parse_err(&format!(
+        "{RENDER}\n[requirements]\nmemory_mib_min = 18446744073709551615\n"
+    ));
+    assert!(err.contains("too large"), "{err}");
+}

@@ -780,13 +780,13 @@ impl Requester {
     pub fn commit_writes(&mut self) -> Result<(), NodeError> {
         if let Err(e) = self.db.commit() {
             for planned in std::mem::take(&mut self.planned) {
-                let attempts: Vec<(u64, u32)> = planned
-                    .assignments
-                    .iter()
-                    .map(|a| (a.task_index, a.attempt))
-                    .collect();
                 if let Some(j) = self.find_job(&planned.job_id) {
-                    self.withdraw_unrecorded(j, planned.peer, &attempts, &format!("{e}"));
+                    self.withdraw_unrecorded(
+                        j,
+                        planned.peer,
+                        &planned.assignments,
+                        &format!("{e}"),
+                    );
                 }
             }
             return Err(e.into());
@@ -802,12 +802,12 @@ impl Requester {
         &mut self,
         j: usize,
         peer: PeerId,
-        attempts: &[(u64, u32)],
+        assignments: &[TaskAssignment],
         error: &str,
     ) {
         let job = &mut self.jobs[j];
-        for key in attempts {
-            if job.running.remove(key).is_some()
+        for a in assignments {
+            if job.running.remove(&(a.task_index, a.attempt)).is_some()
                 && let Some(s) = job.shares.get_mut(&peer)
             {
                 s.in_flight = s.in_flight.saturating_sub(1);
@@ -1072,8 +1072,13 @@ impl Requester {
 
     /// Whether `c`'s offer meets job `j`'s requirements and its tasks' limits.
     fn meets(&self, j: usize, c: &Candidate) -> bool {
+        self.check_needs(j, c).is_ok()
+    }
+
+    /// `market`'s verdict on `c`'s offer for job `j`, by its verified record here.
+    fn check_needs(&self, j: usize, c: &Candidate) -> Result<(), Mismatch> {
         let verified = self.reputation.get(&c.peer).map_or(0, |r| r.verified);
-        self.jobs[j].needs().check(&c.offer, verified).is_ok()
+        self.jobs[j].needs().check(&c.offer, verified)
     }
 
     /// A running job with work waiting and none out learns why: each offer
@@ -1114,8 +1119,7 @@ impl Requester {
         if now > c.live_until_ms {
             return Err(Mismatch::Expired);
         }
-        let verified = self.reputation.get(&c.peer).map_or(0, |r| r.verified);
-        job.needs().check(&c.offer, verified)?;
+        self.check_needs(j, c)?;
         if job.excluded.contains(&c.peer) || self.is_caught(&c.peer) {
             return Err(Mismatch::Excluded);
         }
@@ -1331,11 +1335,7 @@ impl Requester {
         }
         if let Err(e) = recorded {
             // Nothing of it is sent, and the job does not carry on as if it were.
-            let attempts: Vec<(u64, u32)> = assignments
-                .iter()
-                .map(|a| (a.task_index, a.attempt))
-                .collect();
-            self.withdraw_unrecorded(j, peer, &attempts, &format!("{e}"));
+            self.withdraw_unrecorded(j, peer, &assignments, &format!("{e}"));
             return;
         }
         // Run one after the other on one slot: the batch may take the sum.

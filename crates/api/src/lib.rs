@@ -395,7 +395,10 @@ async fn job_result(
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
     let status = s.node.status(id.clone()).await?;
-    let Some(path) = status.result.filter(|_| status.state == "completed") else {
+    let Some(path) = status
+        .result
+        .filter(|_| status.state == types::JobPhase::Completed)
+    else {
         return Err(Failure(
             StatusCode::CONFLICT,
             format!("job {id} has no result yet (it is {})", status.state),
@@ -431,7 +434,7 @@ async fn job_events(
                     return None;
                 };
                 let json = serde_json::to_string(&status).unwrap_or_default();
-                let ended = !matches!(status.state.as_str(), "running" | "assembling");
+                let ended = status.state.has_ended();
                 // The elapsed time changes on every look; only a change of
                 // something else is an event.
                 let key = serde_json::to_string(&node::JobStatus {

@@ -534,7 +534,7 @@ fn submit_prepared(client: &Client, job: &JobSubmission) -> anyhow::Result<(Dura
     let (id, status) = crate::job::submit_and_wait(client, job, Some(JOB_TIMEOUT))?;
     let wall = started.elapsed();
     let status = status.context("the node answered without the job's status")?;
-    if status.state != "completed" {
+    if status.state != types::JobPhase::Completed {
         bail!(
             "benchmark job {id} {} after {wall:?}: {}",
             status.state,

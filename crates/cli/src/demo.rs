@@ -135,7 +135,7 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
     let id = job::submit(&client, &job_dir.join("render.toml"))?;
     eprintln!("submitted the render job {id}");
     let status = job::follow(&client, &id, true)?;
-    if status.state != "completed" {
+    if status.state != types::JobPhase::Completed {
         bail!(
             "the demo job {}: {}",
             status.state,

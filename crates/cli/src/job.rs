@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use node::{JobStatus, JobSubmission};
 use std::path::PathBuf;
 use std::time::Duration;
+use types::JobPhase;
 
 #[derive(Args)]
 #[command(about = "Submit jobs to the local node and follow them")]
@@ -68,7 +69,7 @@ pub fn job(a: JobArgs) -> anyhow::Result<u8> {
             }
             let status = follow(&client, &id, !json)?;
             print_status(&status, json)?;
-            Ok(if status.state == "completed" {
+            Ok(if status.state == JobPhase::Completed {
                 0
             } else {
                 crate::EXIT_TASK_FAILED
@@ -173,11 +174,11 @@ pub fn follow(client: &Client, id: &str, progress: bool) -> anyhow::Result<JobSt
         bar.set_message(if let Some(why) = &status.no_match {
             format!("waiting, no match: {why}")
         } else if at_work.is_empty() {
-            status.state.clone()
+            status.state.to_string()
         } else {
             format!("at work: {}", at_work.join(" "))
         });
-        if status.state == "completed" || status.state == "failed" {
+        if matches!(status.state, JobPhase::Completed | JobPhase::Failed) {
             bar.finish_and_clear();
             return Ok(status);
         }
@@ -190,7 +191,7 @@ pub fn results(
     status: &JobStatus,
     out: &std::path::Path,
 ) -> anyhow::Result<PathBuf> {
-    if status.state != "completed" {
+    if status.state != JobPhase::Completed {
         bail!("job {} is {}: no result", status.id, status.state);
     }
     let name = status

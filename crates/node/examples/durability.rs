@@ -66,9 +66,9 @@ async fn tasks_per_s(in_memory: bool) -> f64 {
         .expect("submitted");
     loop {
         let status = requester.handle.status(id.clone()).await.expect("status");
-        match status.state.as_str() {
-            "completed" => break,
-            "running" | "assembling" => tokio::time::sleep(Duration::from_millis(5)).await,
+        match status.state {
+            types::JobPhase::Completed => break,
+            p if !p.has_ended() => tokio::time::sleep(Duration::from_millis(5)).await,
             other => panic!("job {other}: {:?}", status.error),
         }
     }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::BlobStore;
 use tokio::sync::mpsc;
-use types::{BlobHash, Job, ModuleSource, Outcome, OutputFile, RequestId, Trap};
+use types::{BlobHash, Failure, Job, JobPhase, ModuleSource, Outcome, OutputFile, RequestId, Trap};
 use verify::{Action, Claim, JobVerifier, Method, Policy, Record, Summary};
 
 /// Requests sent to a provider beyond its slots, so it never waits for work.
@@ -138,8 +138,9 @@ pub struct VerificationStatus {
 pub struct JobStatus {
     pub id: String,
     pub name: String,
-    /// running, assembling, completed or failed.
-    pub state: String,
+    /// running, assembling, completed, failed or cancelled.
+    #[schema(value_type = String)]
+    pub state: JobPhase,
     pub tasks_total: u64,
     pub tasks_done: u64,
     pub tasks_in_flight: u64,
@@ -198,24 +199,9 @@ pub(crate) struct Reported {
 pub(crate) enum TaskDone {
     Ok(Box<Reported>),
     /// This attempt gave no result; another provider may succeed.
-    Retry {
-        reason: String,
-        timed_out: bool,
-        /// The provider went away (disconnected) or was busy: no fault of
-        /// the task or, as far as anyone can tell, of the provider.
-        lost: bool,
-    },
+    Failed(Failure),
     /// The provider cheated or garbled its answer: caught.
     Rejected(String),
-}
-
-#[derive(PartialEq)]
-enum State {
-    Running,
-    Assembling,
-    Completed,
-    Failed,
-    Cancelled,
 }
 
 struct JobState {
@@ -266,7 +252,7 @@ struct JobState {
     /// Why no offer took its tasks at the last dispatch, while none did.
     no_match: Option<NoMatch>,
     failures: HashMap<PeerId, u32>,
-    state: State,
+    phase: JobPhase,
     /// Whether its end is written to the database.
     recorded: bool,
     result: Option<PathBuf>,
@@ -280,7 +266,7 @@ struct JobState {
 impl JobState {
     /// Completed, failed or cancelled: nothing more will happen to it.
     fn has_ended(&self) -> bool {
-        !matches!(self.state, State::Running | State::Assembling)
+        self.phase.has_ended()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -326,7 +312,7 @@ impl JobState {
             excluded: HashSet::new(),
             no_match: None,
             failures: HashMap::new(),
-            state: State::Running,
+            phase: JobPhase::Running,
             recorded: false,
             result: None,
             checksum: None,
@@ -507,7 +493,7 @@ impl Requester {
                     self.db.end_job(
                         &id,
                         &store::JobEnd {
-                            state: "failed".into(),
+                            state: JobPhase::Failed.as_str().into(),
                             error: Some(format!("cannot resume: {e}")),
                             result: None,
                             checksum: None,
@@ -555,11 +541,10 @@ impl Requester {
             started,
         );
         if let Some(end) = &r.end {
-            state.state = match end.state.as_str() {
-                "completed" => State::Completed,
-                "cancelled" => State::Cancelled,
-                _ => State::Failed,
-            };
+            // An end is never running: a row that says so failed to resume.
+            state.phase = JobPhase::parse(&end.state)
+                .filter(|p| p.has_ended())
+                .unwrap_or(JobPhase::Failed);
             state.error = end.error.clone();
             state.result = end.result.as_ref().map(PathBuf::from);
             state.checksum = end.checksum;
@@ -569,7 +554,7 @@ impl Requester {
                 Duration::from_millis(end.finished_at_ms.saturating_sub(r.submitted_at_ms));
             state.finished = Some(state.started + ran_for);
         }
-        if state.state == State::Running {
+        if state.phase == JobPhase::Running {
             // Executions out when the node stopped will never be answered.
             state.retries = self
                 .db
@@ -589,7 +574,7 @@ impl Requester {
             }
             // An output lost from the store (a disk cleaned by hand) means
             // the task is simply run again.
-            if state.state == State::Running
+            if state.phase == JobPhase::Running
                 && !t.outputs.iter().all(|o| self.blobs.contains(&o.hash))
             {
                 let _ = self.db.reopen_task(&r.id, t.task);
@@ -850,13 +835,13 @@ impl Requester {
             .find_job(id)
             .ok_or_else(|| NodeError::UnknownJob(id.to_owned()))?;
         let job = &mut self.jobs[j];
-        if job.state != State::Running {
+        if job.phase != JobPhase::Running {
             return Err(NodeError::Conflict(format!(
                 "job {id} is {} and cannot be cancelled",
                 status_of(job).state
             )));
         }
-        job.state = State::Cancelled;
+        job.phase = JobPhase::Cancelled;
         job.pending.clear();
         job.finished = Some(Instant::now());
         // Providers stop what they hold of it, queued or running.
@@ -963,7 +948,7 @@ impl Requester {
     /// Whether any job is running: with none, dispatch has nothing to do.
     pub fn has_running_jobs(&self) -> bool {
         // Newest last: up to JOBS_MAX ended ones sit before a running one.
-        self.jobs.iter().rev().any(|j| j.state == State::Running)
+        self.jobs.iter().rev().any(|j| j.phase == JobPhase::Running)
     }
 
     /// Hands pending executions to providers with credit left, cheapest
@@ -985,7 +970,7 @@ impl Requester {
             market::rank_key(&c.offer, is_unreliable(&record), rtt_us, c.peer)
         });
         let running: Vec<usize> = (0..self.jobs.len())
-            .filter(|&i| self.jobs[i].state == State::Running)
+            .filter(|&i| self.jobs[i].phase == JobPhase::Running)
             .collect();
         if running.is_empty() {
             return;
@@ -1092,7 +1077,7 @@ impl Requester {
     ) {
         for j in 0..self.jobs.len() {
             let job = &self.jobs[j];
-            if job.state != State::Running {
+            if job.phase != JobPhase::Running {
                 continue;
             }
             let waiting = !job.pending.is_empty() && job.running.is_empty();
@@ -1145,7 +1130,7 @@ impl Requester {
                 let mut oldest: Option<(usize, u64, Instant)> = None;
                 for &j in running {
                     let job = &self.jobs[j];
-                    if job.state != State::Running
+                    if job.phase != JobPhase::Running
                         || !job.pending.is_empty()
                         || job.excluded.contains(&c.peer)
                         || !self.meets(j, c)
@@ -1396,7 +1381,7 @@ impl Requester {
 
     pub fn on_disconnect(&mut self, peer: PeerId) {
         for j in 0..self.jobs.len() {
-            if self.jobs[j].state != State::Running {
+            if self.jobs[j].phase != JobPhase::Running {
                 continue;
             }
             let lost: Vec<(u64, u32)> = self.jobs[j]
@@ -1407,17 +1392,7 @@ impl Requester {
                 .collect();
             for (index, attempt) in lost {
                 tracing::info!(target: "plexus::job", job = %self.jobs[j].id, task = index, %peer, "provider gone: task re-queued");
-                self.on_task(
-                    j,
-                    index,
-                    attempt,
-                    peer,
-                    TaskDone::Retry {
-                        reason: format!("{peer} disconnected"),
-                        timed_out: false,
-                        lost: true,
-                    },
-                );
+                self.on_task(j, index, attempt, peer, TaskDone::Failed(Failure::Lost));
             }
         }
     }
@@ -1474,7 +1449,7 @@ impl Requester {
                 job.finished = Some(Instant::now());
                 match result {
                     Ok((path, checksum)) => {
-                        job.state = State::Completed;
+                        job.phase = JobPhase::Completed;
                         job.result = path;
                         job.checksum = checksum;
                         tracing::info!(target: "plexus::job", job = %job.id, "job completed");
@@ -1484,7 +1459,7 @@ impl Requester {
             }
         }
         let job = &mut self.jobs[j];
-        if matches!(job.state, State::Completed | State::Failed) && !job.recorded {
+        if matches!(job.phase, JobPhase::Completed | JobPhase::Failed) && !job.recorded {
             match self.db.end_job(&id, &end_of(job)) {
                 Ok(()) => job.recorded = true,
                 Err(e) => {
@@ -1511,7 +1486,7 @@ impl Requester {
         job.running.remove(&(index, attempt));
         let ended = match &done {
             TaskDone::Ok(_) => "result".to_owned(),
-            TaskDone::Retry { reason, .. } => format!("no result: {reason}"),
+            TaskDone::Failed(failure) => format!("no result: {failure}"),
             TaskDone::Rejected(reason) => format!("rejected: {reason}"),
         };
         if let Err(e) = self.db.end_attempt(&job.id, index, attempt, &ended) {
@@ -1529,7 +1504,7 @@ impl Requester {
         if let Some(s) = job.shares.get_mut(&peer) {
             s.in_flight = s.in_flight.saturating_sub(1);
         }
-        if job.state != State::Running {
+        if job.phase != JobPhase::Running {
             return;
         }
         match done {
@@ -1546,11 +1521,13 @@ impl Requester {
                 job.reported.insert((index, peer), *reported);
                 self.apply(j, actions);
             }
-            TaskDone::Retry {
-                reason,
-                timed_out,
-                lost,
-            } => {
+            TaskDone::Failed(failure) => {
+                let (timed_out, lost) = (failure == Failure::TimedOut, failure.is_lost());
+                let reason = match &failure {
+                    Failure::Lost => format!("{peer} disconnected"),
+                    Failure::TimedOut => format!("no answer from {peer} in time"),
+                    other => other.to_string(),
+                };
                 self.metrics.task("retried");
                 if let Some(failure) = attempt_failed(job, index, &peer, &reason, lost) {
                     return fail(job, failure);
@@ -1598,7 +1575,7 @@ impl Requester {
 
     fn on_local(&mut self, j: usize, index: u64, result: Result<Box<Reported>, String>) {
         let job = &mut self.jobs[j];
-        if job.state != State::Running {
+        if job.phase != JobPhase::Running {
             return;
         }
         match result {
@@ -1622,7 +1599,7 @@ impl Requester {
             .into_iter()
             .partition(|a| matches!(a, Action::Exclude { .. }));
         for action in exclusions.into_iter().chain(rest) {
-            if self.jobs[j].state != State::Running {
+            if self.jobs[j].phase != JobPhase::Running {
                 return;
             }
             match action {
@@ -1799,7 +1776,7 @@ impl Requester {
     /// table) are put together off the node's task.
     fn assemble(&mut self, j: usize) {
         let job = &mut self.jobs[j];
-        job.state = State::Assembling;
+        job.phase = JobPhase::Assembling;
         let outputs: Result<HashMap<u64, Vec<OutputFile>>, String> = self
             .db
             .settled_tasks(&job.id)
@@ -2010,7 +1987,7 @@ fn attempt_failed(
 /// A finished job's end, as the database keeps it.
 fn end_of(job: &JobState) -> store::JobEnd {
     store::JobEnd {
-        state: status_of(job).state,
+        state: job.phase.as_str().into(),
         error: job.error.clone(),
         result: job.result.as_ref().map(|p| p.display().to_string()),
         checksum: job.checksum,
@@ -2020,7 +1997,7 @@ fn end_of(job: &JobState) -> store::JobEnd {
 
 fn fail(job: &mut JobState, error: String) {
     tracing::warn!(target: "plexus::job", job = %job.id, "job failed: {error}");
-    job.state = State::Failed;
+    job.phase = JobPhase::Failed;
     job.error = Some(error);
     job.finished.get_or_insert_with(Instant::now);
 }
@@ -2064,17 +2041,10 @@ fn verification_of(j: &JobState) -> VerificationStatus {
 }
 
 fn status_of(j: &JobState) -> JobStatus {
-    let state = match j.state {
-        State::Running => "running",
-        State::Assembling => "assembling",
-        State::Completed => "completed",
-        State::Failed => "failed",
-        State::Cancelled => "cancelled",
-    };
     JobStatus {
         id: j.id.clone(),
         name: j.job.name.clone(),
-        state: state.into(),
+        state: j.phase,
         tasks_total: j.settled.len() as u64,
         tasks_done: j.done,
         tasks_in_flight: j.running.len() as u64,
@@ -2141,29 +2111,22 @@ async fn run_remote(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             let reason = e.to_string();
-            return all(&|| TaskDone::Retry {
-                reason: reason.clone(),
-                timed_out: false,
-                lost: false,
+            return all(&|| {
+                TaskDone::Failed(Failure::Error {
+                    reason: reason.clone(),
+                })
             });
         }
-        Err(_) => {
-            let reason = format!("no answer from {peer} within {} s", timeout.as_secs());
-            return all(&|| TaskDone::Retry {
-                reason: reason.clone(),
-                timed_out: true,
-                lost: false,
-            });
-        }
+        Err(_) => return all(&|| TaskDone::Failed(Failure::TimedOut)),
     };
     let answers = match response {
         TaskResponse::Batch(answers) if assignments.len() > 1 => answers,
         // A refusal of the whole request is back-pressure, not a fault.
         TaskResponse::Refused { reason } => {
-            return all(&|| TaskDone::Retry {
-                reason: format!("refused: {reason}"),
-                timed_out: false,
-                lost: true,
+            return all(&|| {
+                TaskDone::Failed(Failure::Refused {
+                    reason: reason.clone(),
+                })
             });
         }
         answer if assignments.len() == 1 => vec![answer],
@@ -2198,11 +2161,7 @@ async fn check_answer(
     expected: &TaskAssignment,
     response: TaskResponse,
 ) -> TaskDone {
-    let retry = |reason: String| TaskDone::Retry {
-        reason,
-        timed_out: false,
-        lost: false,
-    };
+    let retry = |reason: String| TaskDone::Failed(Failure::Error { reason });
     let signed = match response {
         TaskResponse::Done(signed, inline) => {
             // Inline outputs go to the store like fetched blobs: by hash,
@@ -2229,11 +2188,7 @@ async fn check_answer(
         }
         // A refusal is back-pressure (busy, limits), not a fault.
         TaskResponse::Refused { reason } => {
-            return TaskDone::Retry {
-                reason: format!("refused: {reason}"),
-                timed_out: false,
-                lost: true,
-            };
+            return TaskDone::Failed(Failure::Refused { reason });
         }
         TaskResponse::Failed { reason } => {
             return retry(format!("provider could not run it: {reason}"));

@@ -6,9 +6,11 @@ pub mod job;
 pub mod limits;
 pub mod offer;
 pub mod outcome;
+pub mod task;
 
 pub use ids::{BlobHash, Fuel, RequestId};
 pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue, Requirements, Verification};
 pub use limits::TaskLimits;
 pub use offer::Offer;
 pub use outcome::{Outcome, OutputFile, Trap};
+pub use task::{Attempt, Failure, JobId, JobPhase, TaskRef};

@@ -69,6 +69,30 @@ pub enum Trap {
     Cancelled,
 }
 
+impl Trap {
+    /// A stable code for the kind of trap, and its data: what replicas
+    /// compare, so that rewording a message never changes what they agree
+    /// on. Codes are never reused.
+    pub fn code(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            Trap::OutOfFuel { fuel_limit } => ("out_of_fuel", fuel_limit.to_le_bytes().to_vec()),
+            Trap::OutOfMemory { limit_bytes } => {
+                ("out_of_memory", limit_bytes.to_le_bytes().to_vec())
+            }
+            Trap::Deadline { deadline_ms } => ("deadline", deadline_ms.to_le_bytes().to_vec()),
+            Trap::OutputTooLarge { limit_bytes } => {
+                ("output_too_large", limit_bytes.to_le_bytes().to_vec())
+            }
+            Trap::StackOverflow => ("stack_overflow", Vec::new()),
+            // The guest's own words (or the engine's, for its trap codes):
+            // part of the deterministic result within one engine identity.
+            Trap::InvalidOutput { message } => ("invalid_output", message.as_bytes().to_vec()),
+            Trap::Guest { message } => ("guest", message.as_bytes().to_vec()),
+            Trap::Cancelled => ("cancelled", Vec::new()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// Path under `/out`, with `/` separators.

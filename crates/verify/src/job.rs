@@ -32,17 +32,25 @@ impl Claim {
         outputs: &[OutputFile],
         stderr_tail: &[u8],
     ) -> Claim {
-        let mut h = blake3::Hasher::new_derive_key("plexus result claim v1");
+        let mut h = blake3::Hasher::new_derive_key("plexus result claim v2");
         let mut field = |bytes: &[u8]| {
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(bytes);
         };
-        let (kind, detail) = match outcome {
-            Outcome::Exited { code } => ("exited", code.to_string()),
-            Outcome::Trapped { trap } => ("trapped", trap.to_string()),
-        };
-        field(kind.as_bytes());
-        field(detail.as_bytes());
+        // Stable codes and data, never display text: rewording a message
+        // must not change what replicas agree on.
+        match outcome {
+            Outcome::Exited { code } => {
+                field(b"exited");
+                field(&code.to_le_bytes());
+            }
+            Outcome::Trapped { trap } => {
+                let (code, data) = trap.code();
+                field(b"trapped");
+                field(code.as_bytes());
+                field(&data);
+            }
+        }
         match fuel_used {
             Some(fuel) => field(&fuel.to_le_bytes()),
             None => field(b"unmetered"),

@@ -350,3 +350,29 @@ fn a_task_accepted_before_a_restart_stays_settled_until_a_voucher_is_caught() {
     assert_eq!(Method::from_name("SpotCheck"), Some(Method::SpotCheck));
     assert_eq!(Method::from_name("spot"), None);
 }
+
+#[test]
+fn a_trapped_claim_hashes_the_traps_code_and_data_not_its_message() {
+    // Pinned: a change to the trap's Display text must leave this as it is.
+    let trapped = Outcome::Trapped {
+        trap: types::Trap::OutOfFuel { fuel_limit: 1000 },
+    };
+    let claim = Claim::of("e", &trapped, Some(1000), &[], b"");
+    let mut h = blake3::Hasher::new_derive_key("plexus result claim v2");
+    for field in [
+        &b"trapped"[..],
+        b"out_of_fuel",
+        &1000u64.to_le_bytes(),
+        &1000u64.to_le_bytes(),
+        &0u64.to_le_bytes(),
+        b"",
+    ] {
+        h.update(&(field.len() as u64).to_le_bytes());
+        h.update(field);
+    }
+    assert_eq!(claim.digest, *h.finalize().as_bytes());
+    let other = Outcome::Trapped {
+        trap: types::Trap::OutOfFuel { fuel_limit: 1001 },
+    };
+    assert_ne!(claim, Claim::of("e", &other, Some(1000), &[], b""));
+}

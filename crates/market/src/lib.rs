@@ -12,8 +12,14 @@ use std::fmt;
 use types::offer::{OFFER_CLOCK_SKEW_MS_MAX, OFFER_TTL_MS};
 use types::{Offer, Requirements};
 
+mod book;
 #[cfg(test)]
 mod tests;
+
+pub use book::{BOOK_OFFERS_MAX, Book, Listing};
+
+/// Where an offer stands in the order of dispatch ([`rank_key`]).
+pub type RankKey<P> = (u64, bool, std::cmp::Reverse<u64>, u64, P);
 
 /// Why an offer cannot take a job's tasks now. The first reason that
 /// applies, in this order, is the one counted.
@@ -184,7 +190,7 @@ pub fn rank_key<P: Ord + Copy>(
     unreliable: bool,
     rtt_us: Option<u64>,
     peer: P,
-) -> (u64, bool, std::cmp::Reverse<u64>, u64, P) {
+) -> RankKey<P> {
     (
         offer.price_per_gfuel,
         unreliable,

@@ -221,5 +221,83 @@ proptest! {
             prop_assert!(check(loose, asked_mib.saturating_sub(less_mib), &o, verified).is_ok());
         }
     }
+}
 
+fn priced(price: u64, expires_at_ms: u64) -> Offer {
+    Offer {
+        expires_at_ms,
+        ..offer(price, 512, "e")
+    }
+}
+
+#[test]
+fn the_book_ranks_live_offers_and_replaces_a_providers_last() {
+    let mut book = Book::default();
+    assert!(book.offer(0, 1u32, priced(5, 50_000), None, None));
+    assert!(book.offer(0, 2u32, priced(3, 50_000), None, None));
+    let order: Vec<u32> = book.ranked().map(|k| k.4).collect();
+    assert_eq!(order, vec![2, 1]);
+    // A new offer replaces the last: one listing per provider.
+    assert!(book.offer(10, 1u32, priced(1, 50_000), None, None));
+    let order: Vec<u32> = book.ranked().map(|k| k.4).collect();
+    assert_eq!((order, book.len(), book.slots_live()), (vec![1, 2], 2, 4));
+    book.set_unreliable(1, true);
+    assert_eq!(
+        book.ranked().next().map(|k| k.4),
+        Some(1),
+        "price still first"
+    );
+    assert!(book.withdraw(2).is_some());
+    assert_eq!(
+        (book.len(), book.live_count(), book.slots_live()),
+        (1, 1, 2)
+    );
+}
+
+#[test]
+fn offers_expire_by_their_own_time_within_the_skew_and_stay_listed() {
+    let mut book = Book::default();
+    book.offer(0, 1u32, priced(1, 10_000), None, None);
+    book.offer(0, 2u32, priced(1, 40_000), None, None);
+    let first_end = 10_000 + types::offer::OFFER_CLOCK_SKEW_MS_MAX;
+    assert!(
+        book.expire(first_end).is_empty(),
+        "live until its end, inclusive"
+    );
+    assert_eq!(book.expire(first_end + 1), vec![1]);
+    assert!(book.expire(first_end + 2).is_empty(), "each expiry once");
+    assert!(!book.is_live(first_end + 1, &1) && book.is_live(first_end + 1, &2));
+    assert_eq!((book.len(), book.live_count()), (2, 1));
+    // Renewed before its old end: the old end's entry is stale, not an expiry.
+    book.offer(20_000, 2u32, priced(1, 70_000), None, None);
+    assert!(book.expire(45_001).is_empty());
+    assert_eq!(book.live_count(), 1);
+}
+
+proptest! {
+    /// Whatever arrives, the live index holds exactly the listings live
+    /// now, and the slots summed are theirs.
+    #[test]
+    fn the_live_index_matches_the_listings(
+        events in proptest::collection::vec((0u8..4, 0u32..8, 0u64..200_000, 1u32..16), 1..80)
+    ) {
+        let mut book = Book::default();
+        let mut now = 0u64;
+        for (kind, peer, t, slots) in events {
+            now += t / 50;
+            match kind {
+                0 | 1 => {
+                    let o = Offer { slots_total: slots, ..priced(u64::from(peer), now + t) };
+                    book.offer(now, peer, o, None, None);
+                }
+                2 => { book.withdraw(peer); }
+                _ => { book.expire(now); }
+            }
+            book.expire(now);
+            let live: Vec<u32> = book.listings().filter(|(_, l)| now <= l.live_until_ms).map(|(p, _)| *p).collect();
+            prop_assert_eq!(book.live_count(), live.len());
+            let slots: u64 = book.listings().filter(|(_, l)| now <= l.live_until_ms).map(|(_, l)| u64::from(l.offer.slots_total)).sum();
+            prop_assert_eq!(book.slots_live(), slots);
+        }
+    }
 }

@@ -8,7 +8,7 @@ use types::{BlobHash, Outcome, OutputFile, TaskLimits};
 
 pub const OFFER_TOPIC: &str = "plexus/offers/v1";
 /// Control messages (offers, task requests and responses).
-pub const CONTROL_MESSAGE_BYTES_MAX: u64 = 1 << 20;
+pub use types::limits::CONTROL_MESSAGE_BYTES_MAX;
 /// One chunk of a blob per response.
 pub const BLOB_CHUNK_BYTES_MAX: u64 = 1 << 20;
 /// A blob response is a chunk plus a small envelope.
@@ -36,14 +36,10 @@ pub struct TaskAssignment {
 /// Attempts one cancel message may name; more go in several messages.
 pub const CANCEL_ATTEMPTS_MAX: usize = 1024;
 
-/// Tasks one request may carry ([`TaskRequest::RunBatch`]): short tasks go
-/// several to a message, so the round trip, the substream and the handoff
-/// to a sandbox thread are paid once per batch instead of once per task.
-pub const BATCH_TASKS_MAX: usize = 64;
-/// What a batch's request and its answer may hold, by the sender's
-/// estimate (an assignment's or a result's strings, plus a margin per
-/// item); the message limit stays the hard bound.
-pub const BATCH_BYTES_BUDGET: u64 = CONTROL_MESSAGE_BYTES_MAX / 2;
+/// Tasks one request ([`TaskRequest::RunBatch`]) may carry, and what its
+/// request and answer may hold: the requester's core decides batches, so
+/// the bounds live in `types`.
+pub use types::limits::{BATCH_BYTES_BUDGET, BATCH_TASKS_MAX};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TaskRequest {

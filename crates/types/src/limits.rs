@@ -7,6 +7,17 @@ pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
 
 /// Largest module the sandbox accepts (DESIGN.md).
+/// A control message (offer, request, answer) on the wire.
+pub const CONTROL_MESSAGE_BYTES_MAX: u64 = MIB;
+/// Tasks one request may carry: short tasks go several to a message, so
+/// the round trip, the substream and the handoff to a sandbox thread are
+/// paid once per batch instead of once per task.
+pub const BATCH_TASKS_MAX: usize = 64;
+/// What a batch's request and its answer may hold, by the sender's
+/// estimate (an assignment's or a result's strings, plus a margin per
+/// item); the message limit stays the hard bound.
+pub const BATCH_BYTES_BUDGET: u64 = CONTROL_MESSAGE_BYTES_MAX / 2;
+
 pub const MODULE_BYTES_MAX: u64 = 256 * MIB;
 /// Largest job file read; a job file is a description, not data.
 pub const JOB_FILE_BYTES_MAX: u64 = MIB;

@@ -405,6 +405,12 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         })
     }
 
+    /// Providers with credit left that some running job may use, and
+    /// those parked (no running job takes them).
+    pub fn idle_and_parked(&self) -> (usize, usize) {
+        (self.idle.len(), self.parked.len())
+    }
+
     /// Providers with requests out.
     pub fn busy_providers(&self) -> impl Iterator<Item = (&P, &u32)> {
         self.in_flight.iter()

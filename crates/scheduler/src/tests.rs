@@ -205,7 +205,11 @@ fn a_job_no_offer_can_serve_is_never_sent_a_task_and_says_why() {
     spec.requirements.price_per_gfuel_max = Some(10);
     let actions = s.step(0, Input::Submit { job: job(), spec });
     assert!(sends(&actions).is_empty());
-    let seen = s.job(&job()).expect("present").no_match().expect("explained");
+    let seen = s
+        .job(&job())
+        .expect("present")
+        .no_match()
+        .expect("explained");
     assert_eq!(
         (seen.offers_seen, seen.price, seen.memory, seen.matched()),
         (3, 2, 1, 0)
@@ -447,7 +451,11 @@ fn a_straggler_gets_one_copy_on_an_idle_provider_and_the_first_result_wins() {
     let out = sends(&actions);
     assert_eq!(out.len(), 2);
     // Provider 2 answers fast and takes the third task; provider 1 stalls.
-    let (r2, _, a2) = out.iter().find(|(_, p, _)| *p == 2).cloned().expect("present");
+    let (r2, _, a2) = out
+        .iter()
+        .find(|(_, p, _)| *p == 2)
+        .cloned()
+        .expect("present");
     let next = s.step(
         10,
         Input::Answers {
@@ -468,7 +476,11 @@ fn a_straggler_gets_one_copy_on_an_idle_provider_and_the_first_result_wins() {
     assert!(sends(&none).is_empty(), "not due yet");
     let after = knobs.speculate_after_min_ms;
     let copy = sends(&s.step(after + 1, Input::Tick));
-    let (r1, _, a1) = out.iter().find(|(_, p, _)| *p == 1).cloned().expect("present");
+    let (r1, _, a1) = out
+        .iter()
+        .find(|(_, p, _)| *p == 1)
+        .cloned()
+        .expect("present");
     assert_eq!(copy.len(), 1);
     assert_eq!((copy[0].1, copy[0].2[0].task), (2, a1[0].task));
     let (rc, _, ac) = copy[0].clone();

@@ -893,7 +893,9 @@ impl World {
         let own_wrong = mix64(honest ^ u64::from(peer) << 20 ^ 0x0bad);
         let (claim, fuel) = match p.strategy {
             Strategy::Honest | Strategy::Slow | Strategy::Silent => (honest, fuel),
-            Strategy::AlwaysWrong if mix64(task ^ u64::from(peer)).is_multiple_of(2) => (own_wrong, fuel),
+            Strategy::AlwaysWrong if mix64(task ^ u64::from(peer)).is_multiple_of(2) => {
+                (own_wrong, fuel)
+            }
             Strategy::Colluding if mix64(task ^ seed ^ 0xc011).is_multiple_of(10) => {
                 (mix64(honest ^ 0xc011), fuel)
             }

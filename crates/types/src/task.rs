@@ -125,7 +125,10 @@ mod tests {
     fn every_phase_maps_to_one_string_and_back() {
         for p in JobPhase::ALL {
             assert_eq!(JobPhase::parse(p.as_str()), Some(p));
-            assert_eq!(serde_json::to_string(&p).expect("encodes"), format!("\"{p}\""));
+            assert_eq!(
+                serde_json::to_string(&p).expect("encodes"),
+                format!("\"{p}\"")
+            );
         }
         assert_eq!(JobPhase::parse("done"), None);
         assert!(JobPhase::Cancelled.has_ended() && !JobPhase::Assembling.has_ended());

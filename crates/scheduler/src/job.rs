@@ -5,6 +5,8 @@
 
 use crate::{Knobs, Reported};
 use market::{Needs, NoMatch};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -73,6 +75,8 @@ pub(crate) struct JobCore<P> {
     /// The requester's own runs, waiting to be applied.
     pub local: HashMap<u64, Reported>,
     pub verifier: Option<JobVerifier<P>>,
+    /// The job's own draws (where its replicas go), from its seed.
+    pub rng: ChaCha8Rng,
     /// The last execution times (send to answer), for the median.
     pub durations: VecDeque<u64>,
     /// The straggler threshold from `durations`, while they are unchanged.
@@ -98,6 +102,7 @@ impl<P: Copy + Ord + Hash> JobCore<P> {
     pub fn new(spec: crate::JobSpec, verifier: Option<JobVerifier<P>>, now_ms: u64) -> Self {
         let n = spec.tasks as usize;
         JobCore {
+            rng: ChaCha8Rng::seed_from_u64(spec.draw_seed ^ 0x7265_706c_6963_6173),
             spec,
             phase: JobPhase::Running,
             error: None,

@@ -44,6 +44,10 @@ pub struct Knobs {
     pub speculate_after_min_ms: u64,
     /// Execution times a job remembers for its median.
     pub durations_kept: usize,
+    /// The chance that a provider whose turn comes takes a replica it may
+    /// run (else the next turn draws again): replicas land on providers
+    /// drawn at random, not on neighbours in rank.
+    pub replica_take_chance: f64,
 }
 
 impl Default for Knobs {
@@ -65,6 +69,7 @@ impl Default for Knobs {
             speculate_factor: 2,
             speculate_after_min_ms: 500,
             durations_kept: 64,
+            replica_take_chance: 0.25,
         }
     }
 }
@@ -90,6 +95,7 @@ impl Knobs {
             speculate_factor: rng.random_range(2..=4),
             speculate_after_min_ms: [50, 500][rng.random_range(0..2)],
             durations_kept: [8, 64][rng.random_range(0..2)],
+            replica_take_chance: [0.1, 0.25, 1.0][rng.random_range(0..3)],
         }
     }
 

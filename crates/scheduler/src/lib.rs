@@ -28,6 +28,7 @@ pub use knobs::Knobs;
 
 use job::{JobCore, Out};
 use market::{Book, Mismatch, NoMatch, RankKey};
+use rand::Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt::Debug;
@@ -40,6 +41,9 @@ use verify::{Claim, JobVerifier, Method, Policy, Record};
 pub const JOBS_MAX: usize = 1024;
 /// Stragglers looked at for one idle provider: the oldest that it may take.
 const STRAGGLERS_SCAN_MAX: usize = 8;
+/// A replica is drawn among the providers' turns only when more than this
+/// many offers are live; with fewer, the next that may run it takes it.
+const REPLICA_SPREAD_MIN: usize = 4;
 /// Idle providers looked at for a free slot for one straggler's copy.
 const TAKERS_SCAN_MAX: usize = 64;
 /// Failure reasons kept per task, for the job's error when it gives up.
@@ -1059,8 +1063,23 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                 continue;
             }
             if self.may_run(job, task, peer) {
-                self.counters.queued_ms_total += now_ms.saturating_sub(queued_ms);
+                // A replica goes to a provider drawn at random from those
+                // whose turns come, not to the next in rank: equal offers
+                // are ranked by peer id, and Sybils with neighbouring ids
+                // would otherwise hold both replicas of each other's tasks.
+                // (Only where there are others to draw from.)
+                let replica = job
+                    .verifier
+                    .as_ref()
+                    .is_some_and(|v| v.holders(task).next().is_some());
+                let spread = self.book.live_count() > REPLICA_SPREAD_MIN;
+                let chance = self.knobs.replica_take_chance;
                 let job = self.jobs.get_mut(job_id).expect("exists");
+                if replica && spread && !job.rng.random_bool(chance) {
+                    pos += 1;
+                    continue;
+                }
+                self.counters.queued_ms_total += now_ms.saturating_sub(queued_ms);
                 return job.pending.remove(pos).map(|(t, _)| t);
             }
             pos += 1;

@@ -51,7 +51,8 @@ fn sending_before_the_commit_holds_is_caught_by_the_checker() {
 /// `verify`'s own figures, produced again over the real scheduler: 100
 /// equal providers, one job of 10,000 tasks, 20% cheaters.
 #[test]
-fn honest_providers_cost_little_extra_and_cheaters_that_always_lie_leave_nothing_wrong() {
+fn honest_providers_cost_little_extra_and_naive_colluding_or_fuel_lying_cheaters_leave_nothing_wrong()
+ {
     let mut cfg = SimConfig::new(100, 10_000, 1);
     cfg.mix = Mix::honest();
     cfg.faults = Faults::none();
@@ -60,7 +61,11 @@ fn honest_providers_cost_little_extra_and_cheaters_that_always_lie_leave_nothing
     assert!(honest.violations.is_empty(), "{:?}", honest.violations);
     assert_eq!(honest.wrong_in_output, 0);
     assert!(honest.extra_per_task <= 0.15, "{}", honest.extra_per_task);
-    for strategy in [Strategy::AlwaysWrong, Strategy::FuelLiar] {
+    for strategy in [
+        Strategy::AlwaysWrong,
+        Strategy::Colluding,
+        Strategy::FuelLiar,
+    ] {
         let mut cfg = SimConfig::new(100, 10_000, 2);
         cfg.mix = Mix(vec![(strategy, 0.2)]);
         cfg.faults = Faults::none();

@@ -46,6 +46,9 @@ const BLOB_STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new("/plexus/blob-s
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// Every libp2p limit is opt-in: connections in total, inbound, per
+    /// peer and pending (`types::limits::CONNECTIONS_*`).
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
@@ -119,6 +122,8 @@ pub struct NetHandle {
     /// Task requests and answers, on streams of their own.
     tasks: Arc<crate::tasks::TaskLinks>,
     pub local_peer_id: PeerId,
+    /// Connections refused by a limit so far (for metrics).
+    denied: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NetHandle {
@@ -193,6 +198,11 @@ impl NetHandle {
     ) -> Result<(), NetError> {
         self.send(Command::RespondBlob { id, response }).await
     }
+    /// Connections refused so far because a limit was reached.
+    pub fn connections_denied(&self) -> u64 {
+        self.denied.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
         self.send(Command::Dial(addr)).await
     }
@@ -250,6 +260,7 @@ pub async fn spawn(
                 .set_request_size_maximum(4096)
                 .set_response_size_maximum(wire::BLOB_RESPONSE_BYTES_MAX);
             Ok(Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(connection_limits()),
                 identify: identify::Behaviour::new(identify::Config::new(
                     "/plexus/1".into(),
                     key.public(),
@@ -414,7 +425,9 @@ pub async fn spawn(
     let streams = swarm.behaviour().streams.new_control();
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_MAX);
+    let denied = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let actor = Actor {
+        denied: denied.clone(),
         swarm,
         keypair,
         topic,
@@ -435,10 +448,22 @@ pub async fn spawn(
             streams,
             tasks,
             local_peer_id,
+            denied,
         },
         event_rx,
         bound,
     ))
+}
+
+/// The connection bounds of every node, from `types::limits`.
+fn connection_limits() -> libp2p::connection_limits::ConnectionLimits {
+    use types::limits::*;
+    libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(CONNECTIONS_MAX))
+        .with_max_established_incoming(Some(CONNECTIONS_INBOUND_MAX))
+        .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
+        .with_max_pending_incoming(Some(CONNECTIONS_PENDING_MAX))
+        .with_max_pending_outgoing(Some(CONNECTIONS_PENDING_MAX))
 }
 
 /// libp2p binds listening sockets with SO_REUSEPORT (so dials can reuse the
@@ -484,6 +509,7 @@ struct Actor {
     bootstrap: Vec<BootstrapPeer>,
     /// When each connected peer last answered a ping.
     last_heard: HashMap<PeerId, std::time::Instant>,
+    denied: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A bootstrap address, the peer found there, and the dial out to it.
@@ -632,7 +658,16 @@ impl Actor {
                 })
                 .await;
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let libp2p::swarm::DialError::Denied { cause } = &error {
+                    self.denied
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(target: "plexus::net", "connection not made: {cause}");
+                }
                 if let Some(b) = self
                     .bootstrap
                     .iter_mut()
@@ -701,6 +736,15 @@ impl Actor {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Blob(e)) => self.on_blob_event(e).await,
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                self.denied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(target: "plexus::net", from = %send_back_addr, "connection refused: {cause}");
+            }
             _ => {}
         }
     }

@@ -9,6 +9,8 @@
 
 mod actor;
 pub mod baseline;
+#[cfg(test)]
+mod fuzz;
 mod tasks;
 pub mod wire;
 

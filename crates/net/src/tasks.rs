@@ -398,6 +398,41 @@ mod tests {
         }
     }
 
+    /// Connections past CONNECTIONS_PER_PEER_MAX between two nodes are
+    /// refused by the limit, and counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_per_peer_bound_are_refused_and_counted() {
+        let config = || NetConfig {
+            keypair: Keypair::generate_ed25519(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootstrap: Vec::new(),
+            mdns: false,
+        };
+        let (provider, _provider_events, addrs) = crate::spawn(config()).await.expect("net");
+        let (requester, mut events, _) = crate::spawn(config()).await.expect("net");
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        let extra = 3;
+        for _ in 0..types::limits::CONNECTIONS_PER_PEER_MAX + extra {
+            requester.dial(addrs[0].clone()).await.expect("dial");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let denied = || requester.connections_denied() + provider.connections_denied();
+        while denied() < u64::from(extra) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            denied(),
+            u64::from(extra),
+            "each connection past the bound refused once"
+        );
+        let peers = requester.connected_peers().await.expect("peers");
+        assert_eq!(
+            peers,
+            vec![provider.local_peer_id],
+            "the first ones stay up"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_given_out_of_order_reach_their_own_requests() {
         let (requester, provider, mut provider_events) = pair().await;

@@ -18,6 +18,17 @@ pub const BATCH_TASKS_MAX: usize = 64;
 /// item); the message limit stays the hard bound.
 pub const BATCH_BYTES_BUDGET: u64 = CONTROL_MESSAGE_BYTES_MAX / 2;
 
+/// Connections a node keeps established at once, in total and inbound (so
+/// inbound ones alone cannot fill it: an eclipse), per peer (TCP and QUIC
+/// on each address mDNS or identify found, and a simultaneous dial each
+/// way), and being set up at once each way. A requester of 10,000
+/// providers holds one or two each.
+pub const CONNECTIONS_MAX: u32 = 16_384;
+pub const CONNECTIONS_INBOUND_MAX: u32 = 12_288;
+pub const CONNECTIONS_PER_PEER_MAX: u32 = 8;
+pub const CONNECTIONS_PENDING_MAX: u32 = 256;
+const _: () = assert!(CONNECTIONS_INBOUND_MAX < CONNECTIONS_MAX);
+
 pub const MODULE_BYTES_MAX: u64 = 256 * MIB;
 /// Largest job file read; a job file is a description, not data.
 pub const JOB_FILE_BYTES_MAX: u64 = MIB;

@@ -170,3 +170,48 @@ fn requirements_are_optional_and_parsed_with_their_units() {
     ));
     assert!(err.contains("too large"), "{err}");
 }
+
+mod fuzz {
+    //! The job file is user input (and, with remote submission, a peer's):
+    //! arbitrary text and valid files mutated byte by byte must parse or
+    //! fail with an error, never panic, and a parsed job must expand
+    //! without panicking at its ends.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn exercise(text: &str) {
+        if let Ok(job) = Job::parse("fuzz.toml", text) {
+            let n = job.task_count();
+            if n > 0 {
+                let _ = job.task(0);
+                let _ = job.task(n - 1);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,400}") {
+            exercise(&text);
+        }
+
+        #[test]
+        fn mutated_job_files_never_panic_the_parser(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8),
+        ) {
+            let mut bytes = RENDER.as_bytes().to_vec();
+            for (at, byte, kind) in edits {
+                let n = bytes.len().max(1);
+                match kind {
+                    0 if !bytes.is_empty() => bytes[at % n] = byte,
+                    1 => bytes.insert(at % (bytes.len() + 1), byte),
+                    _ if !bytes.is_empty() => { bytes.remove(at % n); }
+                    _ => {}
+                }
+            }
+            exercise(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}

@@ -203,6 +203,13 @@ impl NetHandle {
         self.denied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Task requests refused so far by the per-peer rate limit.
+    pub fn requests_rate_limited(&self) -> u64 {
+        self.tasks
+            .rate_limited
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
         self.send(Command::Dial(addr)).await
     }

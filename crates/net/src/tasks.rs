@@ -16,6 +16,7 @@
 
 use crate::NetError;
 use crate::actor::{Event, InboundId};
+use crate::rate::RateLimit;
 use crate::wire::{self, TaskRequest, TaskResponse};
 use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -60,6 +61,11 @@ pub(crate) struct TaskLinks {
     inbound: Mutex<HashMap<InboundId, (Writer, u64)>>,
     next_request: AtomicU64,
     next_inbound: AtomicU64,
+    /// Task requests per peer (`TASK_REQUESTS_PER_PEER_PER_SEC`), over all
+    /// the streams a peer opens.
+    rate: Mutex<RateLimit<PeerId>>,
+    /// Requests refused by it so far (for metrics).
+    pub(crate) rate_limited: AtomicU64,
 }
 
 fn failed(peer: PeerId, message: impl Into<String>) -> NetError {
@@ -82,6 +88,12 @@ impl TaskLinks {
             inbound: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             next_inbound: AtomicU64::new(1),
+            rate: Mutex::new(RateLimit::new(
+                types::limits::TASK_REQUESTS_PER_PEER_PER_SEC,
+                types::limits::TASK_REQUESTS_BURST_PER_PEER,
+                types::limits::RATE_LIMITED_PEERS_MAX,
+            )),
+            rate_limited: AtomicU64::new(0),
         })
     }
 
@@ -227,6 +239,17 @@ impl TaskLinks {
                 Ok(TaskFrame::Response { .. }) => return "an answer where a request goes".into(),
                 Err(e) => return e,
             };
+            if !lock(&self.rate).allow(peer, std::time::Instant::now()) {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let limited = TaskResponse::Refused {
+                    reason: format!(
+                        "rate limit: {} task requests a second per peer (TASK_REQUESTS_PER_PEER_PER_SEC)",
+                        types::limits::TASK_REQUESTS_PER_PEER_PER_SEC
+                    ),
+                };
+                write_response(&writer, remote_id, limited).await;
+                continue;
+            }
             let id = {
                 let mut inbound = lock(&self.inbound);
                 if inbound.len() >= TASK_INBOUND_PENDING_MAX {
@@ -372,13 +395,17 @@ mod tests {
     use libp2p::identity::Keypair;
     use tokio::sync::mpsc;
 
-    async fn pair() -> (NetHandle, NetHandle, mpsc::Receiver<Event>) {
-        let config = || NetConfig {
+    /// A node on loopback with a fresh identity, found by dialling only.
+    fn config() -> NetConfig {
+        NetConfig {
             keypair: Keypair::generate_ed25519(),
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
             bootstrap: Vec::new(),
             mdns: false,
-        };
+        }
+    }
+
+    async fn pair() -> (NetHandle, NetHandle, mpsc::Receiver<Event>) {
         let (provider, provider_events, addrs) = crate::spawn(config()).await.expect("net");
         let (requester, mut events, _) = crate::spawn(config()).await.expect("net");
         requester.dial(addrs[0].clone()).await.expect("dial");
@@ -402,12 +429,6 @@ mod tests {
     /// refused by the limit, and counted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_past_the_per_peer_bound_are_refused_and_counted() {
-        let config = || NetConfig {
-            keypair: Keypair::generate_ed25519(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
-            bootstrap: Vec::new(),
-            mdns: false,
-        };
         let (provider, _provider_events, addrs) = crate::spawn(config()).await.expect("net");
         let (requester, mut events, _) = crate::spawn(config()).await.expect("net");
         tokio::spawn(async move { while events.recv().await.is_some() {} });

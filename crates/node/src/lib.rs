@@ -614,6 +614,12 @@ impl Node {
             .count();
         self.metrics.peers_connected.set(connected as i64);
         self.metrics.offers_live.set(offers as i64);
+        self.metrics
+            .connections_denied
+            .set(i64::try_from(self.net.connections_denied()).unwrap_or(i64::MAX));
+        self.metrics
+            .requests_rate_limited
+            .set(i64::try_from(self.net.requests_rate_limited()).unwrap_or(i64::MAX));
         self.dispatch();
     }
 

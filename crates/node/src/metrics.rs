@@ -36,6 +36,10 @@ pub struct Metrics {
     pub blob_bytes: Family<DirectionLabel, Counter>,
     pub peers_connected: Gauge,
     pub offers_live: Gauge,
+    /// Connections refused by a limit (`types::limits::CONNECTIONS_*`).
+    pub connections_denied: Gauge,
+    /// Task requests refused by the per-peer rate limit.
+    pub requests_rate_limited: Gauge,
     /// Time an execution waited in its job's queue before going out.
     pub dispatch_latency: Histogram,
     /// From sending a task to holding its checked result.
@@ -79,6 +83,18 @@ impl Metrics {
             "Live offers from connected peers",
             offers_live.clone(),
         );
+        let connections_denied = Gauge::default();
+        registry.register(
+            "connections_denied",
+            "Connections refused by a connection limit, since the node started",
+            connections_denied.clone(),
+        );
+        let requests_rate_limited = Gauge::default();
+        registry.register(
+            "requests_rate_limited",
+            "Task requests refused by the per-peer rate limit, since the node started",
+            requests_rate_limited.clone(),
+        );
         // 1 ms to about 65 s.
         let dispatch_latency = Histogram::new(exponential_buckets(0.001, 2.0, 17));
         registry.register(
@@ -106,6 +122,8 @@ impl Metrics {
             blob_bytes,
             peers_connected,
             offers_live,
+            connections_denied,
+            requests_rate_limited,
             dispatch_latency,
             task_latency,
             verification,

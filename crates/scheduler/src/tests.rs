@@ -70,6 +70,17 @@ fn core_with(offers: &[(u64, u32)]) -> Scheduler<u32> {
     s
 }
 
+/// Submits the job of `tasks` tasks at `now_ms`.
+fn submit(s: &mut Scheduler<u32>, now_ms: u64, tasks: u64, verified: bool) -> Vec<Action<u32>> {
+    s.step(
+        now_ms,
+        Input::Submit {
+            job: job(),
+            spec: spec(tasks, verified),
+        },
+    )
+}
+
 fn sends(actions: &[Action<u32>]) -> Vec<(RequestId, u32, Vec<Attempt>)> {
     actions
         .iter()
@@ -98,13 +109,7 @@ fn writes(actions: &[Action<u32>]) -> Vec<&Write<u32>> {
 #[test]
 fn a_job_goes_to_the_cheapest_provider_and_each_attempt_is_written_before_its_send() {
     let mut s = core_with(&[(5, 1), (2, 1)]);
-    let actions = s.step(
-        10,
-        Input::Submit {
-            job: job(),
-            spec: spec(4, false),
-        },
-    );
+    let actions = submit(&mut s, 10, 4, false);
     let out = sends(&actions);
     // Credit: one slot and one prefetch each, the cheaper first.
     let peers: Vec<u32> = out.iter().map(|(_, p, _)| *p).collect();
@@ -130,13 +135,7 @@ fn a_job_goes_to_the_cheapest_provider_and_each_attempt_is_written_before_its_se
 #[test]
 fn a_settled_job_assembles_and_completes() {
     let mut s = core_with(&[(1, 4)]);
-    let actions = s.step(
-        0,
-        Input::Submit {
-            job: job(),
-            spec: spec(2, false),
-        },
-    );
+    let actions = submit(&mut s, 0, 2, false);
     let out = sends(&actions);
     assert_eq!(out.len(), 2);
     let mut all = Vec::new();
@@ -226,13 +225,7 @@ fn a_failed_attempt_backs_off_then_goes_again_and_the_job_fails_after_attempts_m
     // Enough providers that exclusion (after a few failures each) leaves one.
     let mut s = core_with(&[(1, 1); 5]);
     let mut now = 0;
-    let mut actions = s.step(
-        now,
-        Input::Submit {
-            job: job(),
-            spec: spec(1, false),
-        },
-    );
+    let mut actions = submit(&mut s, now, 1, false);
     let knobs = *s.knobs();
     for n in 1..=knobs.attempts_max {
         let (request, peer, attempts) = sends(&actions).pop().expect("sent again");
@@ -272,13 +265,7 @@ fn a_failed_attempt_backs_off_then_goes_again_and_the_job_fails_after_attempts_m
 #[test]
 fn a_request_past_its_deadline_is_cancelled_and_its_task_goes_elsewhere() {
     let mut s = core_with(&[(1, 1), (2, 1)]);
-    let actions = s.step(
-        0,
-        Input::Submit {
-            job: job(),
-            spec: spec(1, false),
-        },
-    );
+    let actions = submit(&mut s, 0, 1, false);
     let (_, first, attempts) = sends(&actions).pop().expect("present");
     assert_eq!(first, 1);
     let timeout = s
@@ -305,13 +292,7 @@ fn a_request_past_its_deadline_is_cancelled_and_its_task_goes_elsewhere() {
 #[test]
 fn a_provider_gone_loses_its_attempts_to_the_queue_and_a_late_answer_is_ignored() {
     let mut s = core_with(&[(1, 1), (2, 1)]);
-    let actions = s.step(
-        0,
-        Input::Submit {
-            job: job(),
-            spec: spec(1, false),
-        },
-    );
+    let actions = submit(&mut s, 0, 1, false);
     let (request, peer, attempts) = sends(&actions).pop().expect("present");
     s.step(1, Input::PeerGone { peer });
     assert_eq!(s.in_flight(&peer), 0);
@@ -335,13 +316,7 @@ fn a_provider_gone_loses_its_attempts_to_the_queue_and_a_late_answer_is_ignored(
 #[test]
 fn a_step_whose_writes_fail_sends_nothing_more_and_fails_its_job() {
     let mut s = core_with(&[(1, 2)]);
-    let actions = s.step(
-        0,
-        Input::Submit {
-            job: job(),
-            spec: spec(4, false),
-        },
-    );
+    let actions = submit(&mut s, 0, 4, false);
     let requests: Vec<RequestId> = sends(&actions).iter().map(|(r, _, _)| *r).collect();
     let after = s.step(
         0,
@@ -364,13 +339,7 @@ fn a_step_whose_writes_fail_sends_nothing_more_and_fails_its_job() {
 #[test]
 fn a_new_providers_result_is_replicated_and_agreeing_replicas_are_both_paid() {
     let mut s = core_with(&[(1, 1), (2, 1)]);
-    let actions = s.step(
-        0,
-        Input::Submit {
-            job: job(),
-            spec: spec(1, true),
-        },
-    );
+    let actions = submit(&mut s, 0, 1, true);
     let out = sends(&actions);
     let peers: Vec<u32> = out.iter().map(|(_, p, _)| *p).collect();
     assert_eq!(peers, vec![1, 2], "two replicas on two providers");
@@ -441,13 +410,7 @@ fn a_straggler_gets_one_copy_on_an_idle_provider_and_the_first_result_wins() {
     let mut knobs = *s.knobs();
     knobs.prefetch_per_provider = 0;
     s.knobs = knobs;
-    let actions = s.step(
-        0,
-        Input::Submit {
-            job: job(),
-            spec: spec(3, false),
-        },
-    );
+    let actions = submit(&mut s, 0, 3, false);
     let out = sends(&actions);
     assert_eq!(out.len(), 2);
     // Provider 2 answers fast and takes the third task; provider 1 stalls.

@@ -29,6 +29,15 @@ pub const CONNECTIONS_PER_PEER_MAX: u32 = 8;
 pub const CONNECTIONS_PENDING_MAX: u32 = 256;
 const _: () = assert!(CONNECTIONS_INBOUND_MAX < CONNECTIONS_MAX);
 
+/// Task requests one peer may send a node per second, and in a burst; one
+/// past them is refused ("rate limit") and counted. Far above what dispatch
+/// sends (B1: ~8,500 tasks/s to one provider, in batches of up to 64), so
+/// only a flood meets it.
+pub const TASK_REQUESTS_PER_PEER_PER_SEC: u32 = 10_000;
+pub const TASK_REQUESTS_BURST_PER_PEER: u32 = 20_000;
+/// Peers whose request rate a node remembers at once.
+pub const RATE_LIMITED_PEERS_MAX: usize = 16_384;
+
 pub const MODULE_BYTES_MAX: u64 = 256 * MIB;
 /// Largest job file read; a job file is a description, not data.
 pub const JOB_FILE_BYTES_MAX: u64 = MIB;

@@ -421,6 +421,21 @@ fn every_route_answers_and_bad_requests_get_a_json_4xx() {
             .iter()
             .any(|s| s.metric == "plexus_peers_connected")
     );
+    // Nothing was refused on a quiet loopback network, and it says so.
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "plexus_connections_denied"
+                && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0))
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "plexus_requests_rate_limited"
+                && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 0.0))
+    );
 }
 
 /// A non-loopback address of this machine, making one (a dummy link) if

@@ -496,14 +496,14 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             return;
         }
         if self.jobs.len() >= JOBS_MAX {
-            // The shell keeps JOBS_MAX too and forgets ended jobs first;
-            // a core that is still full refuses the job as a failure of it.
-            self.jobs
-                .insert(id.clone(), JobCore::new(spec, None, now_ms));
-            self.fail(
-                &id,
-                format!("the requester holds {JOBS_MAX} jobs (JOBS_MAX)"),
-            );
+            // The shell keeps JOBS_MAX too and forgets ended jobs first; a
+            // core that is still full refuses the job, recording its end,
+            // and holds nothing of it (so the bound holds).
+            self.persist(Write::JobEnded {
+                job: id,
+                phase: JobPhase::Failed,
+                error: Some(format!("the requester holds {JOBS_MAX} jobs (JOBS_MAX)")),
+            });
             return;
         }
         let verifier = spec

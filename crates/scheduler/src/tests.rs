@@ -478,6 +478,38 @@ fn a_straggler_gets_one_copy_on_an_idle_provider_and_the_first_result_wins() {
 }
 
 #[test]
+fn a_core_holding_jobs_max_jobs_refuses_the_next_and_stays_within_its_bound() {
+    let mut s = core_with(&[]);
+    for n in 0..JOBS_MAX {
+        let job = JobId(format!("j-{n}"));
+        s.step(
+            0,
+            Input::Submit {
+                job,
+                spec: spec(1, false),
+            },
+        );
+    }
+    let refused = s.step(
+        0,
+        Input::Submit {
+            job: JobId("one-more".into()),
+            spec: spec(1, false),
+        },
+    );
+    assert_eq!(
+        writes(&refused),
+        vec![&Write::JobEnded {
+            job: JobId("one-more".into()),
+            phase: JobPhase::Failed,
+            error: Some(format!("the requester holds {JOBS_MAX} jobs (JOBS_MAX)")),
+        }]
+    );
+    assert_eq!(s.jobs().count(), JOBS_MAX);
+    assert!(s.job(&JobId("one-more".into())).is_none());
+}
+
+#[test]
 fn knobs_back_off_exponentially_up_to_a_cap_and_time_an_attempt_by_fuel_or_deadline() {
     let k = Knobs::default();
     assert_eq!(

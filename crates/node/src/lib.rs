@@ -398,16 +398,10 @@ impl Node {
                 },
                 Some(done) = internal.recv() => {
                     // A result, the job's end and the dispatch that refills
-                    // the credit it freed (not at the next tick) are
-                    // recorded in one commit. The provider's side writes on
-                    // a connection of its own, which a held write would block.
-                    let held =
-                        matches!(done, Internal::Requester(_)) && self.requester.hold_writes();
+                    // the credit it freed are one step of the core, and so
+                    // one commit.
                     self.on_internal(done);
-                    self.dispatch();
-                    if held && let Err(e) = self.requester.release_writes() {
-                        tracing::error!(target: "plexus::job", "cannot record results: {e}");
-                    }
+                    self.requester.flush();
                     self.answer_job_waiters();
                     self.changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
@@ -463,11 +457,14 @@ impl Node {
                 if let Some(p) = &mut self.provider {
                     p.publish_offer_soon();
                 }
+                // An offer heard before the connection counts from now.
+                self.offer_to_requester(peer);
             }
             Event::Disconnected(peer) => {
                 tracing::debug!(target: "plexus::net", %peer, "disconnected");
                 self.peer(peer).connected = false;
                 self.requester.on_disconnect(peer);
+                self.requester.flush();
                 if let Some(p) = &mut self.provider {
                     p.on_requester_gone(&peer);
                 }
@@ -479,6 +476,7 @@ impl Node {
             Event::Offer { from, offer } => {
                 let live_until_ms = market::live_until_ms(&offer, now_ms());
                 self.peer(from).offer = Some((offer, live_until_ms));
+                self.offer_to_requester(from);
             }
             Event::TaskRequested { from, id, request } => match &mut self.provider {
                 Some(p) => p.on_task_request(from, id, request, &self.net, &self.internal),
@@ -504,26 +502,11 @@ impl Node {
     fn on_api(&mut self, request: ApiRequest) {
         match request {
             ApiRequest::Submit(job, reply) => {
-                // The job and the attempts of its first tasks go to disk in
-                // one commit, before it is acknowledged or a task is sent.
-                let held = self.requester.hold_writes();
-                let submitted = self.requester.submit(job);
-                if submitted.is_ok() {
-                    self.dispatch();
-                }
-                let released = held.then(|| self.requester.commit_writes());
-                let submitted = match (submitted, released) {
-                    (Ok(id), Some(Err(e))) => {
-                        self.requester.fail_unrecorded(&id, &e);
-                        Err(e)
-                    }
-                    (submitted, _) => submitted,
-                };
-                let _ = reply.send(submitted);
+                let _ = reply.send(self.requester.submit(job));
                 // After the reply: tokio runs the task woken (or spawned)
                 // last first, so the first tasks go out before the API's
                 // handler takes its turn.
-                self.requester.send_planned();
+                self.requester.flush();
             }
             ApiRequest::WaitEnd(id, reply) => {
                 self.job_waiters.retain(|(_, r)| !r.is_closed());
@@ -569,6 +552,7 @@ impl Node {
             }
             ApiRequest::Cancel(id, reply) => {
                 let _ = reply.send(self.requester.cancel(&id));
+                self.requester.flush();
             }
             ApiRequest::Tasks(id, from, limit, reply) => {
                 let tasks = self
@@ -620,28 +604,23 @@ impl Node {
         self.metrics
             .requests_rate_limited
             .set(i64::try_from(self.net.requests_rate_limited()).unwrap_or(i64::MAX));
-        self.dispatch();
+        self.requester.tick();
+        self.requester.flush();
     }
 
-    fn dispatch(&mut self) {
-        if !self.requester.has_running_jobs() {
+    /// A connected provider's offer goes to the requester's core (which
+    /// keeps the book: expiry, ranking, credit); one of a peer reached
+    /// only through gossip waits for a connection.
+    fn offer_to_requester(&mut self, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else {
             return;
-        }
-        let seen: Vec<requester::Candidate> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.connected)
-            .filter_map(|(id, p)| {
-                p.offer.as_ref().map(|(o, until)| requester::Candidate {
-                    peer: *id,
-                    offer: o.clone(),
-                    live_until_ms: *until,
-                    rtt: p.rtt,
-                    network: p.network.clone(),
-                })
-            })
-            .collect();
-        self.requester.dispatch(&seen);
+        };
+        let Some((offer, _)) = p.offer.as_ref().filter(|_| p.connected) else {
+            return;
+        };
+        let (offer, rtt, network) = (offer.clone(), p.rtt, p.network.clone());
+        self.requester.on_offer(peer, offer, rtt, network);
+        self.requester.flush();
     }
 }
 

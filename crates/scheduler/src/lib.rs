@@ -397,6 +397,11 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         self.records.get(peer).copied().unwrap_or_default()
     }
 
+    /// The job of a request still out (None: answered, or given up on).
+    pub fn request_job(&self, request: RequestId) -> Option<&JobId> {
+        self.requests.get(&request).map(|r| &r.job)
+    }
+
     /// Requests out to `peer` now.
     pub fn in_flight(&self, peer: &P) -> u32 {
         self.in_flight.get(peer).copied().unwrap_or(0)

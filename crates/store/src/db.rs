@@ -368,6 +368,20 @@ impl Db {
         Ok(())
     }
 
+    /// Abandons every open [`Db::begin`] and what was written since: a
+    /// step whose writes cannot all be made leaves none of them.
+    pub fn rollback(&self) -> Result<(), StoreError> {
+        if self.transaction_depth.replace(0) == 0 {
+            return Err(StoreError::Io {
+                context: "roll back a transaction".into(),
+                source: std::io::Error::other("no transaction is open"),
+            });
+        }
+        self.conn
+            .execute_batch("ROLLBACK")
+            .map_err(sql("roll back a transaction"))
+    }
+
     /// A statement without parameters or rows, prepared once (BEGIN and
     /// COMMIT run for every job: parsing them each time showed in profiles).
     fn run_cached(&self, statement: &str) -> rusqlite::Result<()> {
@@ -799,6 +813,25 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].end, Some(ended("completed")));
         assert_eq!(db.recent_jobs(1).expect("jobs")[0].id, "j2", "the newest");
+    }
+
+    #[test]
+    fn a_rolled_back_step_leaves_none_of_its_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("plexus.db")).expect("open");
+        db.insert_job(&job("j1")).expect("insert");
+        db.begin().expect("begin");
+        db.insert_attempt("j1", 0, 1, "p1", 10).expect("attempt");
+        db.begin().expect("nested");
+        db.insert_attempt("j1", 1, 1, "p1", 10).expect("attempt");
+        db.rollback().expect("rollback");
+        assert!(!db.in_transaction());
+        assert_eq!(db.last_attempts("j1").expect("attempts"), vec![]);
+        assert!(db.rollback().is_err(), "nothing left to roll back");
+        db.transaction(|db| db.insert_attempt("j1", 2, 1, "p1", 10))
+            .expect("a later step")
+            .expect("attempt");
+        assert_eq!(db.last_attempts("j1").expect("attempts"), vec![(2, 1)]);
     }
 
     #[test]

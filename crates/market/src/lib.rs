@@ -104,6 +104,37 @@ impl Needs<'_> {
     }
 }
 
+impl Needs<'_> {
+    /// Every requirement `offer` falls short of, in [`Mismatch`] order
+    /// (`check` names the first): what `plexus peers --job` shows of each
+    /// provider.
+    pub fn unmet(&self, offer: &Offer, verified: u64) -> Vec<Mismatch> {
+        let r = self.requirements;
+        [
+            (
+                Mismatch::Price,
+                r.price_per_gfuel_max
+                    .is_some_and(|max| offer.price_per_gfuel > max),
+            ),
+            (
+                Mismatch::Memory,
+                offer.task_memory_bytes_max < self.memory_bytes(),
+            ),
+            (
+                Mismatch::Engine,
+                r.engine.as_ref().is_some_and(|e| *e != offer.engine),
+            ),
+            (
+                Mismatch::Record,
+                r.verified_min.is_some_and(|min| verified < min),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(m, short)| short.then_some(m))
+        .collect()
+    }
+}
+
 /// Until when an offer received at `received_at_ms` counts, by our clock:
 /// its own expiry, but never more than its time to live after it arrived
 /// (a provider's clock ahead of ours cannot keep an offer alive), plus

@@ -301,3 +301,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `unmet` lists every requirement an offer falls short of, and its
+    /// first is the reason `check` gives.
+    #[test]
+    fn unmet_lists_every_shortfall_and_starts_with_checks_reason(
+        price in 1u64..200, memory_mib in 1u64..4096, engine in 0u8..2,
+        price_max in proptest::option::of(1u64..200),
+        memory_min_mib in proptest::option::of(1u64..4096),
+        want_engine in proptest::option::of(0u8..2),
+        verified in 0u64..20, verified_min in proptest::option::of(0u64..20),
+        task_memory_mib in 1u64..4096,
+    ) {
+        let o = offer(price, memory_mib, &format!("e{engine}"));
+        let requirements = Requirements {
+            price_per_gfuel_max: price_max,
+            memory_bytes_min: memory_min_mib.map(|m| m * MIB),
+            engine: want_engine.map(|e| format!("e{e}")),
+            verified_min,
+        };
+        let needs = Needs { requirements: &requirements, task_memory_bytes: task_memory_mib * MIB };
+        let unmet = needs.unmet(&o, verified);
+        prop_assert_eq!(needs.check(&o, verified).err(), unmet.first().copied());
+        prop_assert_eq!(unmet.contains(&Mismatch::Price), price_max.is_some_and(|m| price > m));
+        prop_assert_eq!(
+            unmet.contains(&Mismatch::Memory),
+            memory_mib < task_memory_mib.max(memory_min_mib.unwrap_or(0))
+        );
+        prop_assert_eq!(unmet.contains(&Mismatch::Engine), want_engine.is_some_and(|e| e != engine));
+        prop_assert_eq!(unmet.contains(&Mismatch::Record), verified_min.is_some_and(|m| verified < m));
+    }
+}

@@ -124,6 +124,8 @@ pub struct NetHandle {
     pub local_peer_id: PeerId,
     /// Connections refused by a limit so far (for metrics).
     denied: Arc<std::sync::atomic::AtomicU64>,
+    /// The per-peer limit on blob requests, chunks and streams together.
+    blob_rate: Arc<crate::rate::BlobRate>,
 }
 
 impl NetHandle {
@@ -203,11 +205,18 @@ impl NetHandle {
         self.denied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Task requests refused so far by the per-peer rate limit.
+    /// Task and blob requests refused so far by the per-peer rate limits.
     pub fn requests_rate_limited(&self) -> u64 {
         self.tasks
             .rate_limited
             .load(std::sync::atomic::Ordering::Relaxed)
+            + self.blob_rate.refused()
+    }
+
+    /// Whether `peer` may open one more blob stream now (the node's stream
+    /// server asks before serving one); a refusal is counted.
+    pub fn allow_blob_request(&self, peer: PeerId) -> bool {
+        self.blob_rate.allow(peer)
     }
 
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
@@ -433,8 +442,10 @@ pub async fn spawn(
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE_MAX);
     let denied = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let blob_rate = Arc::new(crate::rate::BlobRate::new());
     let actor = Actor {
         denied: denied.clone(),
+        blob_rate: blob_rate.clone(),
         swarm,
         keypair,
         topic,
@@ -456,6 +467,7 @@ pub async fn spawn(
             tasks,
             local_peer_id,
             denied,
+            blob_rate,
         },
         event_rx,
         bound,
@@ -517,6 +529,7 @@ struct Actor {
     /// When each connected peer last answered a ping.
     last_heard: HashMap<PeerId, std::time::Instant>,
     denied: Arc<std::sync::atomic::AtomicU64>,
+    blob_rate: Arc<crate::rate::BlobRate>,
 }
 
 /// A bootstrap address, the peer found there, and the dial out to it.
@@ -758,6 +771,16 @@ impl Actor {
 
     async fn on_blob_event(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
         match split("blob", event) {
+            Rr::Inbound { peer, channel, .. } if !self.blob_rate.allow(peer) => {
+                let refused = BlobResponse::Refused {
+                    reason: crate::rate::BlobRate::reason(),
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .blob
+                    .send_response(channel, refused);
+            }
             Rr::Inbound {
                 peer,
                 request,

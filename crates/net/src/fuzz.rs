@@ -98,6 +98,10 @@ fn valid_messages() -> Vec<Vec<u8>> {
             bytes: vec![1, 2, 3],
         })
         .expect("encode"),
+        wire::encode(&BlobResponse::Refused {
+            reason: "rate limit".into(),
+        })
+        .expect("encode"),
         signed.body,
     ]
 }

@@ -20,7 +20,7 @@ pub use libp2p::identity::Keypair;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId, Stream};
 pub use libp2p_stream::IncomingStreams;
-pub use rate::RateLimit;
+pub use rate::{BlobRate, RateLimit};
 pub use tasks::{TASK_INBOUND_PENDING_MAX, TASK_STREAM_PENDING_MAX};
 
 #[derive(Debug, thiserror::Error)]

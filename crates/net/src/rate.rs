@@ -61,6 +61,54 @@ impl<P: Eq + Hash + Copy> RateLimit<P> {
     }
 }
 
+/// The limit on one node's blob requests, chunks and streams together
+/// (`BLOB_REQUESTS_PER_PEER_PER_SEC`), shared by the swarm task (chunk
+/// requests) and the node's stream server through [`crate::NetHandle`].
+pub struct BlobRate {
+    limit: std::sync::Mutex<RateLimit<libp2p::PeerId>>,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl BlobRate {
+    pub(crate) fn new() -> Self {
+        use types::limits::*;
+        BlobRate {
+            limit: std::sync::Mutex::new(RateLimit::new(
+                BLOB_REQUESTS_PER_PEER_PER_SEC,
+                BLOB_REQUESTS_BURST_PER_PEER,
+                RATE_LIMITED_PEERS_MAX,
+            )),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether `peer` may make one more blob request now; a refusal is counted.
+    pub(crate) fn allow(&self, peer: libp2p::PeerId) -> bool {
+        let allowed = self
+            .limit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .allow(peer, Instant::now());
+        if !allowed {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        allowed
+    }
+
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The reason a refused request is given.
+    pub fn reason() -> String {
+        format!(
+            "rate limit: {} blob requests a second per peer (BLOB_REQUESTS_PER_PEER_PER_SEC)",
+            types::limits::BLOB_REQUESTS_PER_PEER_PER_SEC
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +138,29 @@ mod tests {
             assert!(limit.allow(peer, t0));
             assert!(limit.buckets.len() <= 4);
         }
+    }
+
+    #[test]
+    fn blob_requests_past_the_burst_are_refused_counted_and_given_the_bound_by_name() {
+        use types::limits::BLOB_REQUESTS_BURST_PER_PEER;
+        let rate = BlobRate::new();
+        let flood = libp2p::PeerId::random();
+        let allowed = (0..BLOB_REQUESTS_BURST_PER_PEER + 100)
+            .filter(|_| rate.allow(flood))
+            .count() as u32;
+        // The refill over the loop's few milliseconds may admit a handful more.
+        assert!(
+            (BLOB_REQUESTS_BURST_PER_PEER..BLOB_REQUESTS_BURST_PER_PEER + 100).contains(&allowed),
+            "{allowed}"
+        );
+        assert_eq!(
+            rate.refused(),
+            u64::from(BLOB_REQUESTS_BURST_PER_PEER + 100 - allowed)
+        );
+        assert!(
+            rate.allow(libp2p::PeerId::random()),
+            "another peer is not slowed"
+        );
+        assert!(BlobRate::reason().contains("BLOB_REQUESTS_PER_PEER_PER_SEC"));
     }
 }

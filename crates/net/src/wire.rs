@@ -285,6 +285,10 @@ pub enum BlobResponse {
         bytes: Vec<u8>,
     },
     NotFound,
+    /// Not served: the asking peer is over a bound (the reason names it).
+    Refused {
+        reason: String,
+    },
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, crate::NetError> {

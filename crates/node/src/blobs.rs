@@ -88,6 +88,7 @@ const NOT_FOUND: u64 = u64::MAX;
 /// size (8 bytes, little-endian) and its bytes from the offset on.
 pub async fn serve_streams(
     mut incoming: net::IncomingStreams,
+    net: NetHandle,
     blobs: Arc<BlobStore>,
     metrics: Arc<crate::Metrics>,
     corrupt: bool,
@@ -95,6 +96,10 @@ pub async fn serve_streams(
     use futures::StreamExt;
     let slots = Arc::new(tokio::sync::Semaphore::new(BLOB_STREAMS_SERVED_MAX));
     while let Some((peer, stream)) = incoming.next().await {
+        if !net.allow_blob_request(peer) {
+            tracing::warn!(target: "plexus::blob", %peer, "blob stream refused: {}", net::BlobRate::reason());
+            continue; // dropped: the stream closes
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(target: "plexus::blob", %peer, "blob stream refused: {BLOB_STREAMS_SERVED_MAX} (BLOB_STREAMS_SERVED_MAX) already served");
             continue; // dropped: the stream closes
@@ -282,6 +287,9 @@ async fn fetch_in_chunks(
             match response {
                 BlobResponse::Chunk { total_bytes, bytes } => Ok((offset, total_bytes, bytes)),
                 BlobResponse::NotFound => Err(Other(format!("{peer} does not have blob {hash}"))),
+                BlobResponse::Refused { reason } => {
+                    Err(Other(format!("{peer} refused blob {hash}: {reason}")))
+                }
             }
         }
     };
@@ -364,6 +372,7 @@ mod tests {
         let metrics = Arc::new(crate::Metrics::new());
         tokio::spawn(serve_streams(
             a.accept_blob_streams().expect("accept"),
+            a.clone(),
             serving.clone(),
             metrics,
             corrupt,

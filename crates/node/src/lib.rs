@@ -308,6 +308,7 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
     let corrupt = provider.as_ref().is_some_and(|p| p.corrupts_blobs());
     tokio::spawn(blobs::serve_streams(
         net.accept_blob_streams()?,
+        net.clone(),
         blobs.clone(),
         metrics.clone(),
         corrupt,

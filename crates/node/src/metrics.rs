@@ -38,7 +38,7 @@ pub struct Metrics {
     pub offers_live: Gauge,
     /// Connections refused by a limit (`types::limits::CONNECTIONS_*`).
     pub connections_denied: Gauge,
-    /// Task requests refused by the per-peer rate limit.
+    /// Task and blob requests refused by the per-peer rate limits.
     pub requests_rate_limited: Gauge,
     /// Time an execution waited in its job's queue before going out.
     pub dispatch_latency: Histogram,
@@ -92,7 +92,7 @@ impl Metrics {
         let requests_rate_limited = Gauge::default();
         registry.register(
             "requests_rate_limited",
-            "Task requests refused by the per-peer rate limit, since the node started",
+            "Task and blob requests refused by the per-peer rate limits, since the node started",
             requests_rate_limited.clone(),
         );
         // 1 ms to about 65 s.

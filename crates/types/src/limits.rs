@@ -35,6 +35,13 @@ const _: () = assert!(CONNECTIONS_INBOUND_MAX < CONNECTIONS_MAX);
 /// only a flood meets it.
 pub const TASK_REQUESTS_PER_PEER_PER_SEC: u32 = 10_000;
 pub const TASK_REQUESTS_BURST_PER_PEER: u32 = 20_000;
+/// Blob requests (a chunk, or a stream for a whole blob) one peer may send
+/// a node per second, and in a burst. A chunk is at most a MiB, so the
+/// rate allows some 5 GB/s of chunks, past any link; a stream carries a
+/// whole blob (a module, an input, a task's output), and a requester fetches
+/// at most a few per task it settles.
+pub const BLOB_REQUESTS_PER_PEER_PER_SEC: u32 = 5_000;
+pub const BLOB_REQUESTS_BURST_PER_PEER: u32 = 10_000;
 /// Peers whose request rate a node remembers at once.
 pub const RATE_LIMITED_PEERS_MAX: usize = 16_384;
 

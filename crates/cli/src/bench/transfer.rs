@@ -84,6 +84,7 @@ async fn blob_fetch(transport: Transport, bytes: u64, dir: &Path) -> anyhow::Res
     let provider_id: PeerId = provider.local_peer_id;
     tokio::spawn(node::blobs::serve_streams(
         provider.accept_blob_streams()?,
+        provider.clone(),
         provider_store.clone(),
         metrics.clone(),
         false,

@@ -85,6 +85,35 @@ fn a_job_no_offer_can_serve_says_why_within_two_seconds_and_is_sent_nothing() {
     let info = provider.get("/api/node");
     assert_eq!(info["provider"]["tasks_run"], 0, "{info}");
 
+    // `plexus peers --job` says which requirements each provider misses.
+    let shown = env.plexus(&["peers", "--job", &too_cheap, "--api", &requester.api]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&provider.peer_id) && l.ends_with("no: price")),
+        "{text}{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown = env.plexus(&[
+        "peers",
+        "--job",
+        &too_big,
+        "--json",
+        "--api",
+        &requester.api,
+    ]);
+    let fits: Value = serde_json::from_slice(&shown.stdout).expect("peers as JSON");
+    assert_eq!(fits[0]["peer_id"], provider.peer_id.as_str(), "{fits}");
+    assert_eq!(fits[0]["unmet"], serde_json::json!(["memory"]), "{fits}");
+    let base_job = env.write("fits.toml", &base);
+    let shown = env.plexus(&["peers", "--job", &base_job, "--api", &requester.api]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&provider.peer_id) && l.ends_with("yes")),
+        "{text}"
+    );
+
     // A provider that meets the job arrives: the reason goes, the job runs.
     let _cheaper = NodeProcess::provider(&env, "p2", &requester, &["--price", "50"]);
     let (status, _) = status_when(&requester, &cheap, Duration::from_secs(60), |s| {

@@ -16,9 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
-use node::{
-    JobStatus, JobSubmission, NodeError, NodeHandle, NodeInfo, PeerInfo, TASKS_PAGE_MAX, TaskInfo,
-};
+use node::{JobStatus, JobSubmission, NodeError, NodeHandle, TASKS_PAGE_MAX};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +33,9 @@ pub const SUBMIT_WAIT_S_MAX: u64 = 600;
 pub const TASKS_PAGE_DEFAULT: u64 = 1_000;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+
+mod schema;
+use schema::{JobStatusDoc, JobSubmissionDoc, NodeInfoDoc, PeerInfoDoc, TaskInfoDoc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -105,11 +106,15 @@ fn rejected(rejection: JsonRejection) -> Failure {
     ),
     components(schemas(
         ErrorBody,
-        JobSubmission,
-        JobStatus,
-        TaskInfo,
-        PeerInfo,
-        NodeInfo,
+        JobSubmissionDoc,
+        JobStatusDoc,
+        schema::ProviderShareDoc,
+        schema::VerificationStatusDoc,
+        schema::CoalitionBoundDoc,
+        TaskInfoDoc,
+        PeerInfoDoc,
+        NodeInfoDoc,
+        schema::ProviderStatusDoc,
         Submitted
     ))
 )]
@@ -245,6 +250,7 @@ pub struct Submitted {
     pub id: String,
     /// With `wait_s`: the job's status when it ended, or when the wait ran out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<JobStatusDoc>)]
     pub status: Option<JobStatus>,
 }
 
@@ -257,7 +263,7 @@ struct SubmitWait {
 }
 
 /// Submits a job: the job file's text and the directory its paths start from.
-#[utoipa::path(post, path = "/api/jobs", request_body = JobSubmission, params(SubmitWait),
+#[utoipa::path(post, path = "/api/jobs", request_body = JobSubmissionDoc, params(SubmitWait),
     responses(
         (status = 201, description = "Accepted and recorded (and ended, or waited for wait_s)", body = Submitted),
         (status = 400, description = "Malformed body, invalid job file or wait_s", body = ErrorBody),
@@ -296,14 +302,14 @@ async fn wait_for_end(node: &NodeHandle, id: &str, wait: Duration) -> Result<Job
 }
 
 /// Every job this node holds, oldest first.
-#[utoipa::path(get, path = "/api/jobs", responses((status = 200, body = Vec<JobStatus>)))]
+#[utoipa::path(get, path = "/api/jobs", responses((status = 200, body = Vec<JobStatusDoc>)))]
 async fn list_jobs(State(s): State<AppState>) -> Result<Response, Failure> {
     Ok(Json(s.node.jobs().await?).into_response())
 }
 
 /// A job's progress, verification and result.
 #[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = JobStatusDoc), (status = 404, body = ErrorBody)))]
 async fn job_status(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -313,7 +319,7 @@ async fn job_status(
 
 /// Stops a running job: nothing more is dispatched, results still out are ignored.
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")),
-    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody),
+    responses((status = 200, body = JobStatusDoc), (status = 404, body = ErrorBody),
         (status = 409, description = "The job has ended already", body = ErrorBody)))]
 async fn cancel_job(
     State(s): State<AppState>,
@@ -333,7 +339,7 @@ struct Page {
 /// Where each task stands: pending, running (on which providers) or settled (how).
 #[utoipa::path(get, path = "/api/jobs/{id}/tasks",
     params(("id" = String, Path, description = "Job id"), Page),
-    responses((status = 200, body = Vec<TaskInfo>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = Vec<TaskInfoDoc>), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn job_tasks(
     State(s): State<AppState>,
@@ -456,13 +462,13 @@ async fn job_events(
 }
 
 /// Known peers: connection, round-trip time, live offer and this node's record of them.
-#[utoipa::path(get, path = "/api/peers", responses((status = 200, body = Vec<PeerInfo>)))]
+#[utoipa::path(get, path = "/api/peers", responses((status = 200, body = Vec<PeerInfoDoc>)))]
 async fn peers(State(s): State<AppState>) -> Result<Response, Failure> {
     Ok(Json(s.node.peers().await?).into_response())
 }
 
 /// This node: peer id, addresses, and its provider state (tasks run, fuel, price).
-#[utoipa::path(get, path = "/api/node", responses((status = 200, body = NodeInfo)))]
+#[utoipa::path(get, path = "/api/node", responses((status = 200, body = NodeInfoDoc)))]
 async fn info(State(s): State<AppState>) -> Result<Response, Failure> {
     Ok(Json(s.node.info().await?).into_response())
 }

@@ -71,14 +71,13 @@ pub struct NodeConfig {
     pub in_memory_database: bool,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub connected: bool,
     pub rtt_ms: Option<f64>,
     /// Its live offer: cores, memory_bytes, slots_total, slots_free,
     /// price_per_gfuel, fuel_per_sec, engine, expires_at_ms.
-    #[schema(value_type = Option<Object>)]
     pub offer: Option<Offer>,
     /// What this node's verification has recorded of it.
     pub verified: u64,
@@ -86,7 +85,7 @@ pub struct PeerInfo {
     pub timed_out: u64,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     pub peer_id: String,
     pub listen: Vec<String>,

@@ -126,7 +126,7 @@ impl std::str::FromStr for Misbehaviour {
     }
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ProviderStatus {
     pub slots_total: u32,
     pub slots_free: u32,

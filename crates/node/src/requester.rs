@@ -53,7 +53,7 @@ const ASSUMED_CHEATER_SHARE: f64 = 0.2;
 /// node flushes after every event); past it, a bug, named as one.
 const OUTBOX_MAX: usize = 65_536;
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSubmission {
     /// The job file's name, for error messages.
     pub job_file: String,
@@ -62,7 +62,7 @@ pub struct JobSubmission {
     pub base_dir: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProviderShare {
     pub peer_id: String,
     /// Its results that were accepted (alone or as an agreeing replica).
@@ -75,7 +75,7 @@ pub struct ProviderShare {
 }
 
 /// Where one task of a job stands.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub index: u64,
     /// pending, running or settled.
@@ -90,7 +90,7 @@ pub struct TaskInfo {
 }
 
 /// What a selective coalition could have slipped through unanimity.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CoalitionBound {
     pub assumed_cheater_share: f64,
     /// Providers that took part in the job, and the cheaters assumed among them.
@@ -103,7 +103,7 @@ pub struct CoalitionBound {
     pub expected_wrong_at_most: f64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VerificationStatus {
     pub enabled: bool,
     pub floor: f64,
@@ -113,17 +113,15 @@ pub struct VerificationStatus {
     /// reverified, executions, ground_truth_runs, replicated_tasks) and the
     /// providers caught (excluded: their results void, their offers ignored).
     #[serde(flatten)]
-    #[schema(value_type = Object)]
     pub summary: Summary<String>,
     pub bound: Option<CoalitionBound>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: String,
     pub name: String,
     /// running, assembling, completed, failed or cancelled.
-    #[schema(value_type = String)]
     pub state: JobPhase,
     pub tasks_total: u64,
     pub tasks_done: u64,
@@ -140,7 +138,6 @@ pub struct JobStatus {
     /// While the job waits with nothing out: the offers its last dispatch
     /// saw, counted per reason none of them could take a task
     /// (offers_seen, expired, price, memory, engine, record, excluded, busy).
-    #[schema(value_type = Option<Object>)]
     pub no_match: Option<NoMatch>,
 }
 
@@ -247,6 +244,11 @@ pub(crate) struct Requester {
     /// Providers whose exclusion from a running job has been logged (the
     /// core excludes; the log says so once). Emptied when the job ends.
     exclusions_logged: HashSet<(JobId, PeerId)>,
+    /// A submission's row, until the commit of the step that starts it
+    /// (`Write::JobStarted`): one commit for the job and its first attempts.
+    unstarted: HashMap<JobId, store::JobRecord>,
+    /// The last commit's error, for a submission that could not be recorded.
+    unrecorded: Option<String>,
 }
 
 impl Requester {
@@ -291,6 +293,8 @@ impl Requester {
             local_sandboxes: [None, None],
             builtin_modules: HashMap::new(),
             exclusions_logged: HashSet::new(),
+            unstarted: HashMap::new(),
+            unrecorded: None,
         };
         requester.resume()?;
         Ok(requester)
@@ -557,32 +561,43 @@ impl Requester {
         );
         let spec =
             spec_of(&id, &shell).map_err(|e| NodeError::Job(format!("{}: {e}", s.job_file)))?;
-        // Written, in a commit of its own, before the submission is
-        // acknowledged or the core hears of it: the step that sends its
-        // first tasks may fail to record them, and the job must then stay
-        // listed as failed, saying why.
-        self.db.insert_job(&store::JobRecord {
-            id: id.0.clone(),
-            name: shell.job.name.clone(),
-            job_toml: s.job_toml.clone(),
-            base_dir: s.base_dir.clone(),
-            tasks: n,
-            module,
-            program,
-            inputs,
-            submitted_at_ms: now_ms(),
-            end: None,
-        })?;
-        tracing::info!(target: "plexus::job", job = %id, name = %shell.job.name, tasks = n, "job submitted");
-        self.metrics
-            .tasks
-            .get_or_create(&crate::metrics::StateLabel { state: "submitted" })
-            .inc_by(n);
+        // Written by the core's `JobStarted`, in the commit of the step
+        // that sends its first tasks, before the submission is acknowledged.
+        self.unstarted.insert(
+            id.clone(),
+            store::JobRecord {
+                id: id.0.clone(),
+                name: shell.job.name.clone(),
+                job_toml: s.job_toml.clone(),
+                base_dir: s.base_dir.clone(),
+                tasks: n,
+                module,
+                program,
+                inputs,
+                submitted_at_ms: now_ms(),
+                end: None,
+            },
+        );
+        let name = shell.job.name.clone();
         self.hold(id.clone(), shell);
         self.step(Input::Submit {
             job: id.clone(),
             spec,
         });
+        if self.unstarted.remove(&id).is_some() {
+            // Not even the job's own row could be written: it was never
+            // submitted, and nothing of it is kept.
+            self.core.forget(&id);
+            self.jobs.remove(&id);
+            self.order.retain(|j| *j != id);
+            let error = self.unrecorded.take().unwrap_or_default();
+            return Err(NodeError::Job(format!("cannot record the job: {error}")));
+        }
+        tracing::info!(target: "plexus::job", job = %id, name = %name, tasks = n, "job submitted");
+        self.metrics
+            .tasks
+            .get_or_create(&crate::metrics::StateLabel { state: "submitted" })
+            .inc_by(n);
         Ok(id.0)
     }
 
@@ -625,6 +640,18 @@ impl Requester {
             }
             jobs.sort();
             jobs.dedup();
+            // A submission whose first attempts could not be recorded is
+            // still recorded, alone, so that it stays listed, failed, saying
+            // why (the core fails it next).
+            for w in &writes {
+                if let Write::JobStarted { job } = w
+                    && let Some(record) = self.unstarted.get(job)
+                    && self.db.insert_job(record).is_ok()
+                {
+                    self.unstarted.remove(job);
+                }
+            }
+            self.unrecorded = Some(error.clone());
             tracing::error!(target: "plexus::job", jobs = ?jobs, "cannot record a step, so nothing of it is sent: {error}");
             // Each round fails the jobs it names, so this ends; a round
             // that names none (a record of reputation) has nothing to undo.
@@ -688,8 +715,11 @@ impl Requester {
     fn write(&self, w: &Write<PeerId>) -> Result<(), String> {
         let db = &self.db;
         let done = match w {
-            // Recorded at submission (`insert_job`), before the core heard of it.
-            Write::JobStarted { .. } => Ok(()),
+            // A submission's row (a restored job has one already).
+            Write::JobStarted { job } => match self.unstarted.get(job) {
+                Some(record) => db.insert_job(record),
+                None => Ok(()),
+            },
             Write::Attempt {
                 job,
                 attempt,
@@ -810,7 +840,10 @@ impl Requester {
                         None => tracing::info!(target: "plexus::job", job = %job, "job {phase}"),
                     }
                 }
-                Write::JobStarted { .. } | Write::Attempt { .. } | Write::Record { .. } => {}
+                Write::JobStarted { job } => {
+                    self.unstarted.remove(job);
+                }
+                Write::Attempt { .. } | Write::Record { .. } => {}
             }
         }
     }

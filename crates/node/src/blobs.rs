@@ -82,6 +82,9 @@ const BLOB_STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30)
 const STREAM_BUFFER_BYTES: usize = 1 << 20;
 /// The size a server sends for a blob it does not have.
 const NOT_FOUND: u64 = u64::MAX;
+/// Largest request a blob stream opens with (an encoded `BlobRequest`: a
+/// hash and an offset, some 50 bytes).
+const BLOB_STREAM_REQUEST_BYTES_MAX: usize = 4096;
 
 /// Serves the blob streams other peers open: each one request (CBOR
 /// `BlobRequest`, length-prefixed, at most 4 KiB), answered with the blob's
@@ -128,9 +131,9 @@ async fn serve_stream(
         .await
         .map_err(idle)??;
     let len = u32::from_le_bytes(len) as usize;
-    if len > 4096 {
+    if len > BLOB_STREAM_REQUEST_BYTES_MAX {
         return Err(std::io::Error::other(format!(
-            "a blob request of {len} bytes"
+            "a blob request of {len} bytes, over BLOB_STREAM_REQUEST_BYTES_MAX ({BLOB_STREAM_REQUEST_BYTES_MAX})"
         )));
     }
     let mut request = vec![0u8; len];

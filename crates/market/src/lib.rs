@@ -85,30 +85,22 @@ impl Needs<'_> {
     /// Whether `offer` meets the job, by the offer alone and the provider's
     /// verified record; exclusion and credit are the caller's to add.
     pub fn check(&self, offer: &Offer, verified: u64) -> Result<(), Mismatch> {
-        let r = self.requirements;
-        if r.price_per_gfuel_max
-            .is_some_and(|max| offer.price_per_gfuel > max)
-        {
-            return Err(Mismatch::Price);
+        match self.shortfalls(offer, verified).next() {
+            Some(m) => Err(m),
+            None => Ok(()),
         }
-        if offer.task_memory_bytes_max < self.memory_bytes() {
-            return Err(Mismatch::Memory);
-        }
-        if r.engine.as_ref().is_some_and(|e| *e != offer.engine) {
-            return Err(Mismatch::Engine);
-        }
-        if r.verified_min.is_some_and(|min| verified < min) {
-            return Err(Mismatch::Record);
-        }
-        Ok(())
     }
-}
 
-impl Needs<'_> {
     /// Every requirement `offer` falls short of, in [`Mismatch`] order
     /// (`check` names the first): what `plexus peers --job` shows of each
     /// provider.
     pub fn unmet(&self, offer: &Offer, verified: u64) -> Vec<Mismatch> {
+        self.shortfalls(offer, verified).collect()
+    }
+
+    /// The requirements `offer` falls short of, in [`Mismatch`] order; four
+    /// comparisons and no allocation (dispatch asks once per offer turn).
+    fn shortfalls(&self, offer: &Offer, verified: u64) -> impl Iterator<Item = Mismatch> {
         let r = self.requirements;
         [
             (
@@ -131,7 +123,6 @@ impl Needs<'_> {
         ]
         .into_iter()
         .filter_map(|(m, short)| short.then_some(m))
-        .collect()
     }
 }
 

@@ -51,12 +51,14 @@ pub struct NodeArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     async_threads: usize,
     /// TEST ONLY (the `adversary` build): run every task N times slower
+    /// (the same as --misbehave slow:N)
     #[cfg(feature = "adversary")]
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    throttle: u32,
-    /// TEST ONLY (the `adversary` build): bad-signature, bad-output, oversized,
-    /// wrong:PERCENT, collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel, replay
-    /// or silent (takes tasks, never answers)
+    #[arg(long, value_name = "N", conflicts_with = "misbehave")]
+    throttle: Option<u32>,
+    /// TEST ONLY (the `adversary` build): a provider strategy: bad-signature,
+    /// bad-output, oversized, wrong:PERCENT, collude:[AFTER:]PERCENT,
+    /// intermittent:AFTER:PERCENT, fuel, replay, silent (takes tasks, never
+    /// answers) or slow:FACTOR
     #[cfg(feature = "adversary")]
     #[arg(long, value_name = "MODE")]
     misbehave: Option<String>,
@@ -78,12 +80,14 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
             .collect()
     };
     #[cfg(feature = "adversary")]
-    let misbehave = match a.misbehave.as_deref() {
-        None => None,
-        Some(mode) => Some(
-            mode.parse::<node::Misbehaviour>()
-                .map_err(|e| anyhow::anyhow!("--misbehave {mode:?}: {e}"))?,
-        ),
+    let strategy = match (a.misbehave.as_deref(), a.throttle) {
+        (Some(mode), _) => mode
+            .parse::<node::Strategy>()
+            .map_err(|e| anyhow::anyhow!("--misbehave {mode:?}: {e}"))?,
+        (None, Some(factor)) => node::Strategy::Slow {
+            factor: factor.max(1),
+        },
+        (None, None) => node::Strategy::Honest,
     };
     if let Some(slots) = a.slots
         && slots > SLOTS_MAX
@@ -107,9 +111,7 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
             price_per_gfuel: a.price,
             task_memory_bytes_max: a.task_memory.saturating_mul(types::limits::MIB),
             #[cfg(feature = "adversary")]
-            throttle: a.throttle.max(1),
-            #[cfg(feature = "adversary")]
-            misbehave,
+            strategy,
         }),
         in_memory_database: false,
     };

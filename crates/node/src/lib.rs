@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-pub use metrics::Metrics;
 #[cfg(feature = "adversary")]
-pub use provider::Misbehaviour;
+pub use ::provider::Strategy;
+pub use metrics::Metrics;
 pub use provider::{ProviderConfig, ProviderStatus};
 pub use requester::{
     CoalitionBound, JobStatus, JobSubmission, ProviderShare, TASKS_PAGE_MAX, TaskInfo,
@@ -186,9 +186,10 @@ impl NodeHandle {
 /// Things that finished off the node task and come back to it.
 pub(crate) enum Internal {
     Requester(requester::Completion),
-    /// A provider's request (one slot) is done: each task, and what it ran
-    /// if it answered with a result.
-    ProviderDone(u64, Vec<(provider::TaskKey, Option<store::Run>)>),
+    /// A provider's request has its module and inputs, or could not get them.
+    ProviderFetched(types::RequestId, Result<(), String>),
+    /// A provider's request (one slot) is answered: what its tasks ran.
+    ProviderDone(types::RequestId, Vec<::provider::Ran>),
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
@@ -455,7 +456,7 @@ impl Node {
                 tracing::debug!(target: "plexus::net", %peer, "connected");
                 self.peer(peer).connected = true;
                 if let Some(p) = &mut self.provider {
-                    p.publish_offer_soon();
+                    p.on_requester_came(&self.net, &self.internal);
                 }
                 // An offer heard before the connection counts from now.
                 self.offer_to_requester(peer);
@@ -466,7 +467,7 @@ impl Node {
                 self.requester.on_disconnect(peer);
                 self.requester.flush();
                 if let Some(p) = &mut self.provider {
-                    p.on_requester_gone(&peer);
+                    p.on_requester_gone(peer, &self.net, &self.internal);
                 }
             }
             Event::Address { peer, address } => {
@@ -577,9 +578,14 @@ impl Node {
     fn on_internal(&mut self, done: Internal) {
         match done {
             Internal::Requester(c) => self.requester.on_completion(c),
-            Internal::ProviderDone(request, tasks) => {
+            Internal::ProviderFetched(request, result) => {
                 if let Some(p) = &mut self.provider {
-                    p.on_done(request, tasks);
+                    p.on_fetched(request, result, &self.net, &self.internal);
+                }
+            }
+            Internal::ProviderDone(request, ran) => {
+                if let Some(p) = &mut self.provider {
+                    p.on_done(request, ran, &self.net, &self.internal);
                 }
             }
         }
@@ -588,7 +594,7 @@ impl Node {
     async fn on_tick(&mut self) {
         let now = now_ms();
         if let Some(p) = &mut self.provider {
-            p.maybe_publish(&self.net).await;
+            p.on_tick(&self.net, &self.internal);
         }
         let connected = self.peers.values().filter(|p| p.connected).count();
         let offers = self

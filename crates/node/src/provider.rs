@@ -1,30 +1,32 @@
-//! The provider side: publish offers, take tasks up to the free slots (plus
-//! a short queue), fetch their module and inputs by hash, run them in the
-//! sandbox, keep the outputs as blobs, and answer with a signed result.
+//! The provider's shell: it feeds each event (a task request, a cancel, a
+//! fetch or a run finished, a requester come or gone, the tick) to the
+//! provider's pure core (`provider::Core`), and carries out what the core
+//! decides: answers refusals, fetches a request's module and inputs by
+//! hash, runs it in the sandbox when the core gives it a slot, keeps the
+//! outputs as blobs, answers with signed results, records the runs, and
+//! publishes the offer. Which request runs when, what a cancel stops and
+//! what is refused are the core's; this file decides none of it.
 
 use crate::{Internal, NodeError, blobs};
-use net::wire::{self, Offer, ResultBody, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
+#[cfg(feature = "adversary")]
+use ::provider::Forgery;
+use ::provider::{Action, CANCELLED, Core, Input, Knobs, Ran, Strategy, Terms, Totals, Write};
+use net::wire::{self, ResultBody, SignedResult, TaskAssignment, TaskRequest, TaskResponse};
 use net::{InboundId, Keypair, NetHandle, PeerId};
 use sandbox::{HeldOutput, InputDir, Metering, Sandbox, SandboxConfig, TaskRun};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "adversary")]
+use std::time::Duration;
+use std::time::Instant;
 use store::BlobStore;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 #[cfg(feature = "adversary")]
 use types::OutputFile;
-use types::{Outcome, Trap};
-
-/// Tasks accepted beyond the free slots, waiting for one (the requester's prefetch).
-pub const QUEUED_TASKS_MAX: u32 = 4;
-/// Tasks one requester may hold here beyond the slots: with the slots
-/// taken in arrival order, no requester can crowd out the others by
-/// sending far more than its credit window (slots + 1).
-pub const QUEUED_PER_REQUESTER_MAX: u32 = 2;
-const OFFER_INTERVAL: Duration = Duration::from_secs(2);
+use types::{Attempt, JobId, Outcome, RequestId, Trap};
 
 #[derive(Clone, Debug)]
 pub struct ProviderConfig {
@@ -32,12 +34,9 @@ pub struct ProviderConfig {
     pub price_per_gfuel: u64,
     /// The most memory one task may ask for.
     pub task_memory_bytes_max: u64,
-    /// Test only: each task takes this many times as long (1 = honest speed).
+    /// Test only: how this provider lies, or how slow it is.
     #[cfg(feature = "adversary")]
-    pub throttle: u32,
-    /// Test only: how this provider lies.
-    #[cfg(feature = "adversary")]
-    pub misbehave: Option<Misbehaviour>,
+    pub strategy: Strategy,
 }
 
 impl Default for ProviderConfig {
@@ -48,81 +47,18 @@ impl Default for ProviderConfig {
             price_per_gfuel: 1,
             task_memory_bytes_max: types::limits::GIB,
             #[cfg(feature = "adversary")]
-            throttle: 1,
-            #[cfg(feature = "adversary")]
-            misbehave: None,
+            strategy: Strategy::Honest,
         }
     }
 }
 
-/// Test-only ways to be a bad provider.
-#[cfg(feature = "adversary")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Misbehaviour {
-    /// Results whose signature does not verify.
-    BadSignature,
-    /// Output blobs whose bytes do not match their hash.
-    BadOutput,
-    /// Results over the control message limit.
-    Oversized,
-    /// A wrong output of its own (signed, well-formed) on this share of tasks.
-    Wrong { percent: u8 },
-    /// After its first `after` tasks, the same wrong output as every other
-    /// colluder on the tasks whose id falls in this share (all colluders
-    /// pick the same tasks).
-    Collude { after: u64, percent: u8 },
-    /// Honest for its first `after` tasks, then wrong on this share.
-    Intermittent { after: u64, percent: u8 },
-    /// Claims more fuel than the task used.
-    FuelLie,
-    /// Answers with the signed result of the task it ran before.
-    Replay,
-    /// Accepts tasks and never answers.
-    Silent,
-}
-
-#[cfg(feature = "adversary")]
-impl std::str::FromStr for Misbehaviour {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let expected = "expected bad-signature, bad-output, oversized, wrong:PERCENT, \
-                        collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel, replay or silent";
-        let percent = |p: &str| -> Result<u8, String> {
-            p.parse::<u8>()
-                .ok()
-                .filter(|p| *p <= 100)
-                .ok_or_else(|| format!("{p:?} is not a percentage"))
-        };
-        let parts: Vec<&str> = s.split(':').collect();
-        Ok(match parts.as_slice() {
-            ["bad-signature"] => Misbehaviour::BadSignature,
-            ["bad-output"] => Misbehaviour::BadOutput,
-            ["oversized"] => Misbehaviour::Oversized,
-            ["wrong", p] => Misbehaviour::Wrong {
-                percent: percent(p)?,
-            },
-            ["collude", p] => Misbehaviour::Collude {
-                after: 0,
-                percent: percent(p)?,
-            },
-            ["collude", after, p] => Misbehaviour::Collude {
-                after: after
-                    .parse()
-                    .map_err(|_| format!("{after:?} is not a number of tasks"))?,
-                percent: percent(p)?,
-            },
-            ["intermittent", after, p] => Misbehaviour::Intermittent {
-                after: after
-                    .parse()
-                    .map_err(|_| format!("{after:?} is not a number of tasks"))?,
-                percent: percent(p)?,
-            },
-            ["fuel"] => Misbehaviour::FuelLie,
-            ["replay"] => Misbehaviour::Replay,
-            ["silent"] => Misbehaviour::Silent,
-            _ => return Err(expected.into()),
-        })
+impl ProviderConfig {
+    /// Honest, unless the adversary build says otherwise.
+    fn strategy(&self) -> Strategy {
+        #[cfg(feature = "adversary")]
+        return self.strategy;
+        #[cfg(not(feature = "adversary"))]
+        Strategy::Honest
     }
 }
 
@@ -136,17 +72,19 @@ pub struct ProviderStatus {
     pub price_per_gfuel: u64,
 }
 
-/// A task held by this provider: requester, job, task, attempt.
-pub(crate) type TaskKey = (PeerId, String, u64, u32);
+/// A request the core holds: where to answer it, and its tasks, each with
+/// the flag that stops it.
+struct Pending {
+    /// Taken when the request starts or fails (its answer is on its way).
+    answer_to: Option<InboundId>,
+    /// Asked as one task (`TaskRequest::Run`), answered as one.
+    single: bool,
+    tasks: Vec<(TaskAssignment, Arc<AtomicBool>)>,
+}
 
 pub(crate) struct Provider {
-    config: ProviderConfig,
-    /// The cancel flag of every task accepted and not yet answered.
-    cancels: HashMap<TaskKey, Arc<AtomicBool>>,
-    /// Every request (a task or a batch) holding a slot or waiting for
-    /// one: its requester, and whether it has been answered.
-    requests: HashMap<u64, (PeerId, Arc<AtomicBool>)>,
-    next_request: u64,
+    core: Core<PeerId>,
+    pending: HashMap<RequestId, Pending>,
     scratch: Arc<ScratchDirs>,
     /// What it ran and is owed, kept across restarts.
     db: store::Db,
@@ -154,15 +92,7 @@ pub(crate) struct Provider {
     blobs: Arc<BlobStore>,
     sandbox: Arc<Sandbox>,
     sandbox_nan_canonical: Arc<Sandbox>,
-    slots: Arc<Semaphore>,
-    accepted: u32,
-    fuel_per_sec: u64,
-    fuel_used: Arc<AtomicU64>,
-    tasks_run: u64,
-    next_offer: Instant,
     metrics: Arc<crate::Metrics>,
-    cores: u32,
-    memory_bytes: u64,
     #[cfg(feature = "adversary")]
     cheat: Arc<std::sync::Mutex<CheatState>>,
 }
@@ -196,118 +126,100 @@ impl Provider {
             .map_err(|e| NodeError::Job(format!("create {}: {e}", work_dir.display())))?;
         let fuel_per_sec = benchmark(&sandbox, &work_dir)?;
         let totals = db.run_totals()?;
+        if config.strategy() == Strategy::Selective {
+            return Err(NodeError::Job(
+                "the selective strategy needs to know who holds each task: only the simulations play it".into(),
+            ));
+        }
+        let terms = Terms {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory_bytes: total_memory_bytes(),
+            price_per_gfuel: config.price_per_gfuel,
+            fuel_per_sec,
+            engine: sandbox.engine_identity().to_owned(),
+        };
+        let core = Core::new(
+            Knobs::new(config.slots, config.task_memory_bytes_max),
+            terms,
+            config.strategy(),
+            Totals {
+                tasks_run: totals.tasks,
+                fuel_used: totals.fuel,
+            },
+        );
         Ok(Provider {
-            cancels: HashMap::new(),
-            requests: HashMap::new(),
-            next_request: 0,
+            core,
+            pending: HashMap::new(),
             scratch: Arc::new(ScratchDirs::new(work_dir.clone())),
             db,
-            slots: Arc::new(Semaphore::new(config.slots as usize)),
-            config,
             keypair,
             blobs,
             sandbox,
             sandbox_nan_canonical,
-            accepted: 0,
-            fuel_per_sec,
-            fuel_used: Arc::new(AtomicU64::new(totals.fuel)),
-            tasks_run: totals.tasks,
-            next_offer: Instant::now(),
             metrics,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            memory_bytes: total_memory_bytes(),
             #[cfg(feature = "adversary")]
             cheat: Arc::default(),
         })
     }
 
     pub fn status(&self) -> ProviderStatus {
+        let (knobs, totals, offer) = (self.core.knobs(), self.core.totals(), self.core.offer(0));
         ProviderStatus {
-            slots_total: self.config.slots,
-            slots_free: self.config.slots.saturating_sub(self.accepted),
-            tasks_run: self.tasks_run,
-            fuel_used: self.fuel_used.load(Ordering::Relaxed),
-            fuel_per_sec: self.fuel_per_sec,
-            price_per_gfuel: self.config.price_per_gfuel,
+            slots_total: knobs.slots,
+            slots_free: self.core.slots_free(),
+            tasks_run: totals.tasks_run,
+            fuel_used: totals.fuel_used,
+            fuel_per_sec: offer.fuel_per_sec,
+            price_per_gfuel: offer.price_per_gfuel,
         }
     }
 
     /// Whether this provider serves corrupted blobs (test builds only).
     pub fn corrupts_blobs(&self) -> bool {
-        #[cfg(feature = "adversary")]
-        if self.config.misbehave == Some(Misbehaviour::BadOutput) {
-            return true;
-        }
-        false
+        self.core.strategy() == Strategy::BadOutput
     }
 
-    pub fn publish_offer_soon(&mut self) {
-        self.next_offer = Instant::now();
+    /// A requester connected: it hears the offer at the next tick.
+    pub fn on_requester_came(&mut self, net: &NetHandle, internal: &mpsc::Sender<Internal>) {
+        self.step(Input::RequesterCame, net, internal);
     }
 
-    pub async fn maybe_publish(&mut self, net: &NetHandle) {
-        if Instant::now() < self.next_offer {
-            return;
-        }
-        self.next_offer = Instant::now() + OFFER_INTERVAL;
-        let status = self.status();
-        let offer = Offer {
-            cores: self.cores,
-            memory_bytes: self.memory_bytes,
-            task_memory_bytes_max: self.config.task_memory_bytes_max,
-            slots_total: status.slots_total,
-            slots_free: status.slots_free,
-            price_per_gfuel: self.config.price_per_gfuel,
-            fuel_per_sec: self.fuel_per_sec,
-            engine: self.sandbox.engine_identity().to_owned(),
-            expires_at_ms: crate::now_ms() + wire::OFFER_TTL_MS,
-        };
-        let _ = net.publish_offer(offer).await;
+    /// A requester gone (disconnected) will never read its answers: the
+    /// core stops its tasks here.
+    pub fn on_requester_gone(
+        &mut self,
+        requester: PeerId,
+        net: &NetHandle,
+        internal: &mpsc::Sender<Internal>,
+    ) {
+        self.step(Input::RequesterGone { from: requester }, net, internal);
     }
 
-    /// Stops the attempts `from` names of its job (all of them when none is
-    /// named; every job's when no job is); returns how many were still held here.
-    fn cancel(&mut self, from: &PeerId, job_id: Option<&str>, attempts: &[(u64, u32)]) -> u32 {
-        let mut count = 0;
-        for ((requester, job, task, attempt), flag) in &self.cancels {
-            let named = job_id.is_none_or(|j| j == job)
-                && (attempts.is_empty() || attempts.contains(&(*task, *attempt)));
-            if requester == from && named && !flag.swap(true, Ordering::Relaxed) {
-                count += 1;
-            }
-        }
-        if count > 0 {
-            tracing::info!(target: "plexus::provider", job = ?job_id, "{count} tasks cancelled by {from}");
-        }
-        count
+    pub fn on_tick(&mut self, net: &NetHandle, internal: &mpsc::Sender<Internal>) {
+        self.step(Input::Tick, net, internal);
     }
 
-    /// A requester gone (disconnected) will never read its answers: its
-    /// tasks here stop. Should it come back, it sends them again.
-    pub fn on_requester_gone(&mut self, requester: &PeerId) {
-        self.cancel(requester, None, &[]);
+    /// A request's module and inputs are here, or could not be fetched.
+    pub fn on_fetched(
+        &mut self,
+        request: RequestId,
+        result: Result<(), String>,
+        net: &NetHandle,
+        internal: &mpsc::Sender<Internal>,
+    ) {
+        self.step(Input::Fetched { request, result }, net, internal);
     }
 
-    /// A request's slot is free again; for each of its tasks, what it ran
-    /// when it answered with a result (recorded in one transaction).
-    pub fn on_done(&mut self, request: u64, tasks: Vec<(TaskKey, Option<store::Run>)>) {
-        self.requests.remove(&request);
-        self.accepted = self.accepted.saturating_sub(1);
-        let recorded = self.db.transaction(|db| {
-            for (key, run) in &tasks {
-                self.cancels.remove(key);
-                let Some(run) = run else {
-                    continue;
-                };
-                self.tasks_run += 1;
-                if let Err(e) = db.insert_run(run) {
-                    tracing::error!(target: "plexus::provider", job = %run.job, task = run.task, "cannot record a run: {e}");
-                }
-            }
-        });
-        if let Err(e) = recorded {
-            tracing::error!(target: "plexus::provider", "cannot record runs: {e}");
-        }
+    /// A request was answered: what each task ran, if it ran.
+    pub fn on_done(
+        &mut self,
+        request: RequestId,
+        ran: Vec<Ran>,
+        net: &NetHandle,
+        internal: &mpsc::Sender<Internal>,
+    ) {
+        self.pending.remove(&request);
+        self.step(Input::Done { request, ran }, net, internal);
     }
 
     pub fn on_task_request(
@@ -322,151 +234,289 @@ impl Provider {
             TaskRequest::Run(task) => (vec![task], true),
             TaskRequest::RunBatch(tasks) => (tasks, false),
             TaskRequest::Cancel { job_id, attempts } => {
-                let count = self.cancel(&from, Some(&job_id), &attempts);
-                let net = net.clone();
-                tokio::spawn(async move {
-                    let _ = net
-                        .respond_task(id, TaskResponse::Cancelled { count })
-                        .await;
-                });
-                return;
+                let attempts = attempts
+                    .into_iter()
+                    .map(|(task, attempt)| Attempt { task, attempt })
+                    .collect();
+                let input = Input::Cancel {
+                    from,
+                    job: JobId(job_id),
+                    attempts,
+                };
+                let actions = self.core.step(crate::now_ms(), input);
+                return self.execute(actions, Some((from, id)), net, internal);
             }
         };
-        let refuse = |reason: String| {
-            let net = net.clone();
-            tokio::spawn(async move {
-                let _ = net.respond_task(id, TaskResponse::Refused { reason }).await;
-            });
-        };
-        if tasks.is_empty() || tasks.len() > wire::BATCH_TASKS_MAX {
-            return refuse(format!(
-                "a batch of {} tasks (1 to BATCH_TASKS_MAX = {})",
-                tasks.len(),
-                wire::BATCH_TASKS_MAX
-            ));
-        }
-        // A request takes one slot, whatever its number of tasks.
-        if self.accepted >= self.config.slots + QUEUED_TASKS_MAX {
-            return refuse(format!("busy: {} requests accepted", self.accepted));
-        }
-        // Answered requests are on their way out and do not count.
-        let held = self
-            .requests
-            .values()
-            .filter(|(r, answered)| *r == from && !answered.load(Ordering::Relaxed))
-            .count() as u32;
-        if held >= self.config.slots + QUEUED_PER_REQUESTER_MAX {
-            return refuse(format!(
-                "busy: {held} of your requests accepted, the most one requester may hold here"
-            ));
-        }
-        if let Some(task) = tasks
+        let seen: Vec<::provider::Task> = tasks
             .iter()
-            .find(|t| t.limits.memory_bytes_max > self.config.task_memory_bytes_max)
-        {
-            return refuse(format!(
-                "task asks for {} bytes of memory, this provider allows {}",
-                task.limits.memory_bytes_max, self.config.task_memory_bytes_max
-            ));
-        }
-        #[cfg(feature = "adversary")]
-        if self.config.misbehave == Some(Misbehaviour::Silent) {
-            // Taken, never answered: the request stays open on the wire.
-            tracing::debug!(target: "plexus::provider", tasks = tasks.len(), "silently holding tasks");
-            return;
-        }
-        self.accepted += 1;
-        self.next_request = self.next_request.wrapping_add(1);
-        let request_id = self.next_request;
-        let answered = Arc::new(AtomicBool::new(false));
-        self.requests.insert(request_id, (from, answered.clone()));
-        let tasks: Vec<(TaskAssignment, Arc<AtomicBool>)> = tasks
-            .into_iter()
-            .map(|task| {
-                let cancel = Arc::new(AtomicBool::new(false));
-                let key = (from, task.job_id.clone(), task.task_index, task.attempt);
-                self.cancels.insert(key, cancel.clone());
-                (task, cancel)
+            .map(|t| ::provider::Task {
+                job: JobId(t.job_id.clone()),
+                attempt: Attempt {
+                    task: t.task_index,
+                    attempt: t.attempt,
+                },
+                memory_bytes_max: t.limits.memory_bytes_max,
             })
             .collect();
-        let job = RunBatch {
-            from,
+        let input = Input::Request { from, tasks: seen };
+        let mut actions = self.core.step(crate::now_ms(), input);
+        let admitted = actions.iter().find_map(|a| match a {
+            Action::Admit { request } => Some(*request),
+            _ => None,
+        });
+        let Some(request) = admitted else {
+            if actions.is_empty() {
+                // Taken, never answered (a silent provider): the request
+                // stays open on the wire until the requester gives up.
+                tracing::debug!(target: "plexus::provider", %from, "holding a request unanswered");
+            }
+            return self.execute(actions, Some((from, id)), net, internal);
+        };
+        let tasks = tasks
+            .into_iter()
+            .map(|t| (t, Arc::new(AtomicBool::new(false))))
+            .collect();
+        let pending = Pending {
+            answer_to: Some(id),
+            single,
             tasks,
-            net: net.clone(),
+        };
+        match self.missing(&pending) {
+            // Everything is here: fetched at once, with no trip through
+            // the node's loop (a short task's whole run is ~0.2 ms).
+            needed if needed.is_empty() => {
+                self.pending.insert(request, pending);
+                let input = Input::Fetched {
+                    request,
+                    result: Ok(()),
+                };
+                actions.extend(self.core.step(crate::now_ms(), input));
+            }
+            needed => {
+                self.pending.insert(request, pending);
+                let (net, blobs, metrics) = (net.clone(), self.blobs.clone(), self.metrics.clone());
+                let internal = internal.clone();
+                tokio::spawn(async move {
+                    let mut result = Ok(());
+                    for hash in needed {
+                        if let Err(e) = blobs::fetch(&net, &blobs, &metrics, from, hash).await {
+                            result = Err(e.to_string());
+                            break;
+                        }
+                    }
+                    let _ = internal
+                        .send(Internal::ProviderFetched(request, result))
+                        .await;
+                });
+            }
+        }
+        self.execute(actions, Some((from, id)), net, internal);
+    }
+
+    fn step(&mut self, input: Input<PeerId>, net: &NetHandle, internal: &mpsc::Sender<Internal>) {
+        let actions = self.core.step(crate::now_ms(), input);
+        self.execute(actions, None, net, internal);
+    }
+
+    /// The blobs a request needs that are not here (a module compiled in
+    /// memory is never read again).
+    fn missing(&self, p: &Pending) -> Vec<types::BlobHash> {
+        let mut needed: Vec<types::BlobHash> = Vec::new();
+        for (t, _) in &p.tasks {
+            let sandbox = sandbox_for(t, &self.sandbox, &self.sandbox_nan_canonical);
+            let module = Some(t.module).filter(|m| !sandbox.is_compiled(m));
+            for hash in module.into_iter().chain(t.inputs.iter().map(|(_, h)| *h)) {
+                if !needed.contains(&hash) && !self.blobs.contains(&hash) {
+                    needed.push(hash);
+                }
+            }
+        }
+        needed
+    }
+
+    /// Carries out one step's actions: its records first, in one
+    /// transaction, then the answers, stops and starts. `asked` is the
+    /// request the step answers (a refusal, a cancel's count).
+    fn execute(
+        &mut self,
+        actions: Vec<Action<PeerId>>,
+        asked: Option<(PeerId, InboundId)>,
+        net: &NetHandle,
+        internal: &mpsc::Sender<Internal>,
+    ) {
+        let runs: Vec<store::Run> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(Write::Run {
+                    requester,
+                    ran,
+                    finished_at_ms,
+                }) => Some(store::Run {
+                    requester: requester.to_string(),
+                    job: ran.job.0.clone(),
+                    task: ran.attempt.task,
+                    attempt: ran.attempt.attempt,
+                    fuel: ran.fuel,
+                    outcome: ran.outcome.clone(),
+                    finished_at_ms: *finished_at_ms,
+                }),
+                _ => None,
+            })
+            .collect();
+        if !runs.is_empty() {
+            // A record lost is a run this provider cannot show it did; the
+            // requester holds the signed result either way.
+            let recorded = self.db.transaction(|db| {
+                for run in &runs {
+                    if let Err(e) = db.insert_run(run) {
+                        tracing::error!(target: "plexus::provider", job = %run.job, task = run.task, "cannot record a run: {e}");
+                    }
+                }
+            });
+            if let Err(e) = recorded {
+                tracing::error!(target: "plexus::provider", "cannot record runs: {e}");
+            }
+        }
+        for action in actions {
+            match action {
+                Action::Persist(_) | Action::Admit { .. } => {}
+                Action::Refuse(why) => {
+                    if let Some((from, id)) = asked {
+                        tracing::debug!(target: "plexus::provider", %from, "refused: {why}");
+                        respond(
+                            net,
+                            id,
+                            TaskResponse::Refused {
+                                reason: why.to_string(),
+                            },
+                        );
+                    }
+                }
+                Action::Cancelled { count } => {
+                    if let Some((from, id)) = asked {
+                        if count > 0 {
+                            tracing::info!(target: "plexus::provider", "{count} tasks cancelled by {from}");
+                        }
+                        respond(net, id, TaskResponse::Cancelled { count });
+                    }
+                }
+                Action::Stop { request, attempts } => {
+                    if let Some(p) = self.pending.get(&request) {
+                        for (t, stop) in &p.tasks {
+                            let a = Attempt {
+                                task: t.task_index,
+                                attempt: t.attempt,
+                            };
+                            if attempts.contains(&a) {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                Action::Fail { request, reason } => {
+                    tracing::warn!(target: "plexus::provider", "tasks failed: {reason}");
+                    if let Some(p) = self.pending.remove(&request)
+                        && let Some(id) = p.answer_to
+                    {
+                        let failed = || TaskResponse::Failed {
+                            reason: reason.clone(),
+                        };
+                        let response = if p.single {
+                            failed()
+                        } else {
+                            TaskResponse::Batch(p.tasks.iter().map(|_| failed()).collect())
+                        };
+                        respond(net, id, response);
+                    }
+                }
+                Action::Start { request, alone } => self.start(request, alone, net, internal),
+                Action::Publish(offer) => {
+                    let net = net.clone();
+                    tokio::spawn(async move {
+                        let _ = net.publish_offer(offer).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs a request the core gave a slot: its answer goes out, and the
+    /// core hears it is done (before the answer, so the requester's next
+    /// request finds the slot free).
+    fn start(
+        &mut self,
+        request: RequestId,
+        alone: bool,
+        net: &NetHandle,
+        internal: &mpsc::Sender<Internal>,
+    ) {
+        let Some(p) = self.pending.get_mut(&request) else {
+            return;
+        };
+        let Some(id) = p.answer_to.take() else {
+            return;
+        };
+        let batch = RunBatch {
+            tasks: p.tasks.clone(),
+            alone,
             blobs: self.blobs.clone(),
             sandbox: self.sandbox.clone(),
             sandbox_nan_canonical: self.sandbox_nan_canonical.clone(),
             keypair: self.keypair.clone(),
-            slots: self.slots.clone(),
-            slots_total: self.config.slots as usize,
             scratch: self.scratch.clone(),
-            fuel_used: self.fuel_used.clone(),
             metrics: self.metrics.clone(),
             #[cfg(feature = "adversary")]
-            throttle: self.config.throttle,
-            #[cfg(feature = "adversary")]
-            misbehave: self.config.misbehave,
+            strategy: self.core.strategy(),
             #[cfg(feature = "adversary")]
             cheat: self.cheat.clone(),
         };
-        let internal = internal.clone();
+        let single = p.single;
+        let (net, internal) = (net.clone(), internal.clone());
         tokio::spawn(async move {
-            let answers = match job.run().await {
+            let answers = match batch.run().await {
                 Ok(answers) => answers,
                 Err(reason) => {
                     tracing::warn!(target: "plexus::provider", "tasks failed: {reason}");
-                    job.tasks
-                        .iter()
-                        .map(|_| {
-                            (
-                                TaskResponse::Failed {
-                                    reason: reason.clone(),
-                                },
-                                None,
-                            )
-                        })
-                        .collect()
+                    let failed = || TaskResponse::Failed {
+                        reason: reason.clone(),
+                    };
+                    batch.tasks.iter().map(|_| (failed(), None)).collect()
                 }
             };
-            let mut done = Vec::with_capacity(answers.len());
+            let mut ran = Vec::with_capacity(answers.len());
             let mut responses = Vec::with_capacity(answers.len());
-            for ((task, cancel), (response, ran)) in job.tasks.iter().zip(answers) {
-                // Answered: it no longer counts against its requester's share
-                // (the node learns it is done only after the answer is out, and
-                // the requester may send the next request first).
-                cancel.store(true, Ordering::Relaxed);
-                let run = ran.map(|(fuel, outcome)| store::Run {
-                    requester: job.from.to_string(),
-                    job: task.job_id.clone(),
-                    task: task.task_index,
-                    attempt: task.attempt,
-                    fuel,
-                    outcome,
-                    finished_at_ms: crate::now_ms(),
-                });
-                done.push((
-                    (job.from, task.job_id.clone(), task.task_index, task.attempt),
-                    run,
-                ));
+            for ((task, _), (response, run)) in batch.tasks.iter().zip(answers) {
+                if let Some((fuel, outcome)) = run {
+                    ran.push(Ran {
+                        job: JobId(task.job_id.clone()),
+                        attempt: Attempt {
+                            task: task.task_index,
+                            attempt: task.attempt,
+                        },
+                        fuel,
+                        outcome,
+                    });
+                }
                 responses.push(response);
             }
-            answered.store(true, Ordering::Relaxed);
-            let response = match (single, responses.len()) {
-                (true, 1) => responses.pop().unwrap_or(TaskResponse::Failed {
-                    reason: "no answer".into(),
-                }),
-                _ => TaskResponse::Batch(responses),
+            let response = match (single, responses.pop()) {
+                (true, Some(one)) if responses.is_empty() => one,
+                (_, last) => {
+                    responses.extend(last);
+                    TaskResponse::Batch(responses)
+                }
             };
-            let _ = job.net.respond_task(id, response).await;
-            // The answer's connection task was just woken; let it write
-            // before the node records the runs (tokio runs the task woken
-            // last first, and the record is not on the requester's path).
-            tokio::task::yield_now().await;
-            let _ = internal
-                .send(Internal::ProviderDone(request_id, done))
-                .await;
+            let _ = internal.send(Internal::ProviderDone(request, ran)).await;
+            let _ = net.respond_task(id, response).await;
         });
     }
+}
+
+fn respond(net: &NetHandle, id: InboundId, response: TaskResponse) {
+    let net = net.clone();
+    tokio::spawn(async move {
+        let _ = net.respond_task(id, response).await;
+    });
 }
 
 /// Reusable scratch directories for tasks' `/out`: one made and removed
@@ -516,24 +566,20 @@ impl ScratchDirs {
     }
 }
 
+/// A request on its slot: its tasks run one after the other.
 struct RunBatch {
-    from: PeerId,
-    /// Each task with its cancel flag.
+    /// Each task with the flag that stops it.
     tasks: Vec<(TaskAssignment, Arc<AtomicBool>)>,
-    net: NetHandle,
+    /// Nothing else runs on this provider (the core says so).
+    alone: bool,
     blobs: Arc<BlobStore>,
     sandbox: Arc<Sandbox>,
     sandbox_nan_canonical: Arc<Sandbox>,
     keypair: Keypair,
-    slots: Arc<Semaphore>,
-    slots_total: usize,
     scratch: Arc<ScratchDirs>,
-    fuel_used: Arc<AtomicU64>,
     metrics: Arc<crate::Metrics>,
     #[cfg(feature = "adversary")]
-    throttle: u32,
-    #[cfg(feature = "adversary")]
-    misbehave: Option<Misbehaviour>,
+    strategy: Strategy,
     #[cfg(feature = "adversary")]
     cheat: Arc<std::sync::Mutex<CheatState>>,
 }
@@ -550,32 +596,11 @@ pub(crate) struct CheatState {
 type Answer = (TaskResponse, Option<(u64, String)>);
 
 impl RunBatch {
-    /// Fetches what the batch needs, takes one slot, runs the tasks one
-    /// after the other on one sandbox thread, and answers each: a signed
+    /// Runs the tasks one after the other on one sandbox thread (its
+    /// module and inputs are here), and answers each: a signed
     /// result with the small outputs inline (INLINE_OUTPUT_BYTES_MAX across
     /// the batch; the others kept as blobs), or why it failed.
     async fn run(&self) -> Result<Vec<Answer>, String> {
-        let mut needed: Vec<types::BlobHash> = Vec::new();
-        for (t, _) in &self.tasks {
-            // A module compiled in memory is never read again.
-            let sandbox = sandbox_for(t, &self.sandbox, &self.sandbox_nan_canonical);
-            let module = Some(t.module).filter(|m| !sandbox.is_compiled(m));
-            for hash in module.into_iter().chain(t.inputs.iter().map(|(_, h)| *h)) {
-                if !needed.contains(&hash) {
-                    needed.push(hash);
-                }
-            }
-        }
-        for hash in needed {
-            blobs::fetch(&self.net, &self.blobs, &self.metrics, self.from, hash)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let _permit = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| "shutting down".to_owned())?;
         let tasks = self.tasks.clone();
         let (sandbox, sandbox_nan, blobs, scratch) = (
             self.sandbox.clone(),
@@ -591,9 +616,7 @@ impl RunBatch {
         let inline = match self.tasks.as_slice() {
             [(t, _)] => {
                 let sandbox = sandbox_for(t, &self.sandbox, &self.sandbox_nan_canonical);
-                sandbox.metering() == Metering::Fuel
-                    && sandbox.is_compiled(&t.module)
-                    && self.slots.available_permits() + 1 >= self.slots_total
+                sandbox.metering() == Metering::Fuel && sandbox.is_compiled(&t.module) && self.alone
             }
             _ => false,
         };
@@ -697,12 +720,11 @@ impl RunBatch {
         }
         *answer_budget = answer_budget.saturating_sub(size);
         #[cfg(feature = "adversary")]
-        if self.throttle > 1 {
-            let extra = body.run_ms.max(1) * (self.throttle as u64 - 1);
+        if self.strategy.slowdown() > 1 {
+            let extra = body.run_ms.max(1) * (u64::from(self.strategy.slowdown()) - 1);
             tokio::time::sleep(Duration::from_millis(extra)).await;
         }
         let (fuel, outcome) = (body.fuel_used.unwrap_or(0), body.outcome.to_string());
-        self.fuel_used.fetch_add(fuel, Ordering::Relaxed);
         self.metrics.fuel_run.inc_by(fuel);
         let mut inline = Vec::new();
         for h in held {
@@ -742,7 +764,7 @@ impl RunBatch {
             }
         };
         #[cfg(feature = "adversary")]
-        if self.misbehave == Some(Misbehaviour::Replay) {
+        if self.strategy == Strategy::Replay {
             let mut cheat = self.cheat.lock().unwrap_or_else(|p| p.into_inner());
             let previous = cheat.last.replace(signed.clone());
             if let Some(previous) = previous {
@@ -750,7 +772,7 @@ impl RunBatch {
             }
         }
         #[cfg(feature = "adversary")]
-        if self.misbehave == Some(Misbehaviour::BadSignature)
+        if self.strategy == Strategy::BadSignature
             && let Some(byte) = signed.signature.first_mut()
         {
             *byte ^= 0xff;
@@ -768,7 +790,7 @@ impl RunBatch {
         mut body: ResultBody,
         mut inline: Vec<wire::InlineOutput>,
     ) -> Result<(ResultBody, Vec<wire::InlineOutput>), String> {
-        if self.misbehave == Some(Misbehaviour::BadOutput) {
+        if self.strategy == Strategy::BadOutput {
             for output in &mut inline {
                 output.bytes.push(b'!');
             }
@@ -778,32 +800,19 @@ impl RunBatch {
             cheat.tasks += 1;
             cheat.tasks
         };
-        // A draw per task that every colluder makes alike.
-        let by_task = |salt: &str| {
-            let h = types::BlobHash::of(
-                format!("{salt}:{}:{}", body.job_id, body.task_index).as_bytes(),
-            );
-            (u64::from_le_bytes(h.0[..8].try_into().unwrap_or_default()) % 100) as u8
-        };
         let own = self.keypair.public().to_peer_id().to_string();
-        let forge = match self.misbehave {
-            Some(Misbehaviour::Oversized) => {
-                body.stderr_tail = vec![b'x'; 2 << 20];
-                None
-            }
-            Some(Misbehaviour::FuelLie) => {
-                body.fuel_used = body.fuel_used.map(|f| f + 1_000);
-                None
-            }
-            Some(Misbehaviour::Wrong { percent }) => (by_task(&own) < percent).then_some(own),
-            Some(Misbehaviour::Collude { after, percent }) => {
-                (tasks > after && by_task("collude") < percent).then(|| "collude".to_owned())
-            }
-            Some(Misbehaviour::Intermittent { after, percent }) => {
-                (tasks > after && by_task(&own) < percent).then_some(own)
-            }
-            _ => None,
-        };
+        match self.strategy {
+            Strategy::Oversized => body.stderr_tail = vec![b'x'; 2 << 20],
+            Strategy::FuelLie => body.fuel_used = body.fuel_used.map(|f| f + 1_000),
+            _ => {}
+        }
+        let forge = self
+            .strategy
+            .forgery(tasks, &own, &body.job_id, body.task_index)
+            .map(|forgery| match forgery {
+                Forgery::Own => own,
+                Forgery::Shared => "collude".to_owned(),
+            });
         if let Some(marker) = forge {
             // A well-formed lie: a real blob, served and hashed like any output.
             let mut bytes = match body.outputs.first() {
@@ -847,8 +856,6 @@ fn sandbox_for<'a>(
     }
 }
 
-/// What a cancelled task answers (the requester has stopped listening).
-const CANCELLED: &str = "cancelled by the requester";
 /// Fuel a task started on the node's async thread runs there (a no-op
 /// task takes a few thousand; about a millisecond's work) before the rest
 /// of it moves to a sandbox thread.

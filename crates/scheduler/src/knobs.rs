@@ -3,11 +3,12 @@
 //! does) so that rare paths are walked.
 
 use rand::Rng;
-use types::limits::{BATCH_BYTES_BUDGET, BATCH_TASKS_MAX};
+use types::limits::{BATCH_BYTES_BUDGET, BATCH_TASKS_MAX, PREFETCH_PER_PROVIDER_MAX};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Knobs {
-    /// Requests sent to a provider beyond its slots, so it never waits for work.
+    /// Requests sent to a provider beyond its slots, so it never waits for
+    /// work; at most `PREFETCH_PER_PROVIDER_MAX` (providers refuse more).
     pub prefetch_per_provider: u32,
     /// About how much work one request carries: short tasks are batched up
     /// to this (and `batch_tasks_max`), by the job's run times so far. A
@@ -75,11 +76,16 @@ impl Default for Knobs {
 }
 
 impl Knobs {
+    /// The prefetch within what providers hold.
+    pub fn prefetch(&self) -> u32 {
+        self.prefetch_per_provider.min(PREFETCH_PER_PROVIDER_MAX)
+    }
+
     /// A set drawn for one simulation seed: each knob somewhere in the range
     /// where the requester must still be correct (not fast).
     pub fn randomised(rng: &mut impl Rng) -> Knobs {
         Knobs {
-            prefetch_per_provider: rng.random_range(0..=3),
+            prefetch_per_provider: rng.random_range(0..=PREFETCH_PER_PROVIDER_MAX),
             batch_target_ms: [0.5, 5.0, 50.0][rng.random_range(0..3)],
             batch_shares_per_slot: rng.random_range(1..=8),
             batch_tasks_max: [1, 8, BATCH_TASKS_MAX][rng.random_range(0..3)],

@@ -409,9 +409,9 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
 
     /// The most requests `peer` may have out: its slots and the prefetch.
     pub fn credit(&self, peer: &P) -> u32 {
-        self.book.get(peer).map_or(0, |l| {
-            l.offer.slots_total + self.knobs.prefetch_per_provider
-        })
+        self.book
+            .get(peer)
+            .map_or(0, |l| l.offer.slots_total + self.knobs.prefetch())
     }
 
     /// Providers with credit left that some running job may use, and
@@ -1185,7 +1185,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                     break;
                 };
                 let task = entry.0.1.task;
-                let prefetch = self.knobs.prefetch_per_provider;
+                let prefetch = self.knobs.prefetch();
                 // The best idle provider with a free slot that may take it.
                 let taker = self
                     .idle

@@ -19,6 +19,8 @@
 //! counts cover every offer; and the job ends while honest providers are
 //! reachable. A seed replays the same trace: the run prints a trace hash.
 
+pub mod verification;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scheduler::{
@@ -26,7 +28,7 @@ use scheduler::{
 };
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use types::{Attempt, Failure, JobId, JobPhase, Offer, RequestId, Requirements, TaskLimits};
 use verify::{Claim, Method, Policy, Record};
 
@@ -44,88 +46,39 @@ pub const REPUBLISH_MS: u64 = 20_000;
 
 const ENGINE: &str = "sim";
 
-/// How a provider behaves. One concept for the adversaries of the
-/// simulation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    Honest,
-    /// Wrong on half of its tasks, each wrong output its own.
-    AlwaysWrong,
-    /// The coalition agrees, by task, on a tenth of the tasks to cheat on,
-    /// and returns the same wrong output on them.
-    Colluding,
-    /// Honest for its first ten executions, then wrong on 5% of tasks.
-    Intermittent,
-    /// The right output, but it claims twice the fuel it used.
-    FuelLiar,
-    /// Answers with a result of another task (the shell's binding check
-    /// rejects it).
-    Replayer,
-    /// Takes tasks and never answers.
-    Silent,
-    /// Honest, ten times slower than its benchmark says.
-    Slow,
-}
-
-impl Strategy {
-    pub const ALL: [Strategy; 8] = [
-        Strategy::Honest,
-        Strategy::AlwaysWrong,
-        Strategy::Colluding,
-        Strategy::Intermittent,
-        Strategy::FuelLiar,
-        Strategy::Replayer,
-        Strategy::Silent,
-        Strategy::Slow,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Honest => "honest",
-            Strategy::AlwaysWrong => "always_wrong",
-            Strategy::Colluding => "colluding",
-            Strategy::Intermittent => "intermittent",
-            Strategy::FuelLiar => "fuel_liar",
-            Strategy::Replayer => "replayer",
-            Strategy::Silent => "silent",
-            Strategy::Slow => "slow",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Strategy> {
-        Strategy::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// Whether it returns wrong results (the others are honest, if unhelpful).
-    pub fn cheats(self) -> bool {
-        matches!(
-            self,
-            Strategy::AlwaysWrong
-                | Strategy::Colluding
-                | Strategy::Intermittent
-                | Strategy::FuelLiar
-                | Strategy::Replayer
-        )
-    }
-}
+/// How a provider behaves: the one concept the node's adversary build
+/// uses too (`plexus node --misbehave MODE` takes the same text).
+pub use provider::Strategy;
 
 /// The share of providers of each strategy (the rest are honest).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Mix(pub Vec<(Strategy, f64)>);
 
 impl Default for Mix {
-    /// 70% honest; slow 5%, silent 3%, always wrong 5%, colluding 5%,
-    /// intermittent 5%, fuel liars 4%, replayers 3%.
+    /// 70% honest; slow (10×) 5%, silent 3%, wrong on half their tasks
+    /// 5%, colluding on a tenth 5%, intermittent (after 10 tasks, on 5%)
+    /// 5%, fuel liars 4%, replayers 3%.
     fn default() -> Self {
         Mix(vec![
-            (Strategy::Slow, 0.05),
+            (Strategy::Slow { factor: 10 }, 0.05),
             (Strategy::Silent, 0.03),
-            (Strategy::AlwaysWrong, 0.05),
-            (Strategy::Colluding, 0.05),
-            (Strategy::Intermittent, 0.05),
-            (Strategy::FuelLiar, 0.04),
-            (Strategy::Replayer, 0.03),
+            (Strategy::Wrong { percent: 50 }, 0.05),
+            (
+                Strategy::Collude {
+                    after: 0,
+                    percent: 10,
+                },
+                0.05,
+            ),
+            (
+                Strategy::Intermittent {
+                    after: 10,
+                    percent: 5,
+                },
+                0.05,
+            ),
+            (Strategy::FuelLie, 0.04),
+            (Strategy::Replay, 0.03),
         ])
     }
 }
@@ -135,15 +88,17 @@ impl Mix {
         Mix(Vec::new())
     }
 
-    /// `name=share,name=share`, e.g. `colluding=0.2`.
+    /// `strategy=share,strategy=share`, each strategy as `plexus node
+    /// --misbehave` reads it, e.g. `collude:10=0.2,slow:10=0.05`.
     pub fn parse(text: &str) -> Result<Mix, SimError> {
         let mut mix = Vec::new();
         for part in text.split(',').filter(|p| !p.is_empty()) {
             let (name, share) = part
                 .split_once('=')
                 .ok_or_else(|| SimError::Mix(format!("{part:?} is not name=share")))?;
-            let strategy = Strategy::parse(name)
-                .ok_or_else(|| SimError::Mix(format!("no strategy {name:?}")))?;
+            let strategy: Strategy = name
+                .parse()
+                .map_err(|e| SimError::Mix(format!("{name:?}: {e}")))?;
             let share: f64 = share
                 .parse()
                 .map_err(|_| SimError::Mix(format!("{share:?} is not a share")))?;
@@ -326,15 +281,22 @@ pub struct Report {
     pub ground_truth_runs: u64,
     pub speculated: u64,
     pub timed_out: u64,
+    /// Requests providers refused (busy, or over a bound of theirs).
+    pub refused: u64,
     pub crashes: u32,
     pub commit_failed: bool,
     pub violations: Vec<Violation>,
     pub replay: String,
 }
 
-/// A provider as the simulation models it.
+/// A provider as the simulation models it: the real provider core
+/// (admission, the fair queue for slots, cancels, its offer) and a model
+/// of execution.
 struct Provider {
     strategy: Strategy,
+    core: provider::Core<u32>,
+    /// The requests its core holds, by the core's id.
+    work: HashMap<RequestId, Work>,
     slots: u32,
     /// What its offer says.
     fuel_per_sec: u64,
@@ -344,30 +306,64 @@ struct Provider {
     /// Bumped when it goes down: its work in progress is lost.
     incarnation: u32,
     cut_until_ms: u64,
-    running: u32,
-    queue: VecDeque<Work>,
     executed: u64,
 }
 
-/// A request as a provider holds it.
+/// The one requester, as providers name it.
+const REQUESTER: u32 = 0;
+
+/// A provider's core, new (at start, and after it went down).
+fn provider_core(
+    strategy: Strategy,
+    slots: u32,
+    fuel_per_sec: u64,
+    price: u64,
+) -> provider::Core<u32> {
+    let terms = provider::Terms {
+        cores: slots,
+        memory_bytes: 16 << 30,
+        price_per_gfuel: price,
+        fuel_per_sec,
+        engine: ENGINE.into(),
+    };
+    provider::Core::new(
+        provider::Knobs::new(slots, 4 << 30),
+        terms,
+        strategy,
+        provider::Totals::default(),
+    )
+}
+
+/// A request as a provider holds it: the requester's id for it, and its
+/// attempts with whether each was stopped.
 #[derive(Clone, Debug)]
 struct Work {
     request: RequestId,
     attempts: Vec<Attempt>,
+    stopped: Vec<Attempt>,
 }
 
 #[derive(Debug)]
 enum Event {
-    /// A request reaches its provider.
+    /// A request reaches its provider (unless the requester that sent it,
+    /// of this epoch, has crashed since: its connections died with it).
     Deliver {
+        epoch: u32,
         peer: u32,
-        work: Work,
+        request: RequestId,
+        attempts: Vec<Attempt>,
     },
-    /// A provider finished a request.
+    /// A cancel reaches its provider.
+    Cancel {
+        epoch: u32,
+        peer: u32,
+        attempts: Vec<Attempt>,
+    },
+    /// A provider finished a request (its core's id for it).
     Finished {
         peer: u32,
         incarnation: u32,
-        work: Work,
+        request: RequestId,
     },
     /// Answers reach the requester.
     Answer {
@@ -439,7 +435,11 @@ struct World {
     ground_truth_runs: u64,
     speculated: u64,
     timed_out: u64,
+    refused: u64,
     executions: u64,
+    /// What providers' draws of tasks to lie on are salted with (the
+    /// node's are salted with the job's id).
+    draw_salt: String,
 }
 
 fn job() -> JobId {
@@ -525,6 +525,8 @@ impl World {
             };
             providers.push(Provider {
                 strategy,
+                core: provider_core(strategy, slots, fuel_per_sec, price_per_gfuel),
+                work: HashMap::new(),
                 slots,
                 fuel_per_sec,
                 price_per_gfuel,
@@ -532,8 +534,6 @@ impl World {
                 up: true,
                 incarnation: 0,
                 cut_until_ms: 0,
-                running: 0,
-                queue: VecDeque::new(),
                 executed: 0,
             });
         }
@@ -567,7 +567,9 @@ impl World {
             ground_truth_runs: 0,
             speculated: 0,
             timed_out: 0,
+            refused: 0,
             executions: 0,
+            draw_salt: format!("j-sim:{}", cfg.seed),
             rng,
             cfg,
         }
@@ -605,18 +607,7 @@ impl World {
     }
 
     fn offer_of(&self, peer: u32) -> Offer {
-        let p = &self.providers[peer as usize];
-        Offer {
-            cores: p.slots,
-            memory_bytes: 16 << 30,
-            task_memory_bytes_max: 4 << 30,
-            slots_total: p.slots,
-            slots_free: p.slots,
-            price_per_gfuel: p.price_per_gfuel,
-            fuel_per_sec: p.fuel_per_sec,
-            engine: ENGINE.into(),
-            expires_at_ms: self.now_ms + types::offer::OFFER_TTL_MS,
-        }
+        self.providers[peer as usize].core.offer(self.now_ms)
     }
 
     fn offer_input(&self, peer: u32) -> Input<u32> {
@@ -679,21 +670,31 @@ impl World {
                     self.trace(request.0 ^ u64::from(peer) << 32);
                     if self.reachable(peer) {
                         let at = self.now_ms + self.latency(peer);
+                        let epoch = self.epoch;
                         self.at(
                             at,
                             Event::Deliver {
+                                epoch,
                                 peer,
-                                work: Work { request, attempts },
+                                request,
+                                attempts,
                             },
                         );
                     }
                 }
                 Action::Cancel { peer, attempts, .. } => {
-                    // Providers drop what is queued of it; what runs, runs.
-                    let p = &mut self.providers[peer as usize];
-                    p.queue.retain(|w| {
-                        !(attempts.is_empty() || w.attempts.iter().all(|a| attempts.contains(a)))
-                    });
+                    if self.reachable(peer) {
+                        let at = self.now_ms + self.latency(peer);
+                        let epoch = self.epoch;
+                        self.at(
+                            at,
+                            Event::Cancel {
+                                epoch,
+                                peer,
+                                attempts,
+                            },
+                        );
+                    }
                 }
                 Action::RunLocally { task, .. } => {
                     self.ground_truth_runs += 1;
@@ -854,21 +855,109 @@ impl World {
 
     // ---- providers -------------------------------------------------------
 
-    fn start(&mut self, peer: u32, work: Work) {
-        let p = &mut self.providers[peer as usize];
-        if p.running >= p.slots {
-            p.queue.push_back(work);
-            return;
+    /// One step of a provider's core and what the simulation does with
+    /// its actions; `asked` is the request the step answers.
+    fn provider_step(
+        &mut self,
+        peer: u32,
+        input: provider::Input<u32>,
+        asked: Option<(RequestId, &[Attempt])>,
+    ) {
+        let actions = self.providers[peer as usize].core.step(self.now_ms, input);
+        for action in actions {
+            match action {
+                provider::Action::Refuse(why) => {
+                    self.refused += 1;
+                    if let Some((request, attempts)) = asked {
+                        let reason = why.to_string();
+                        let answers = attempts
+                            .iter()
+                            .map(|&a| {
+                                let failure = Failure::Refused {
+                                    reason: reason.clone(),
+                                };
+                                (a, Answer::Failed(failure))
+                            })
+                            .collect();
+                        self.answer_back(peer, request, answers);
+                    }
+                }
+                provider::Action::Admit { request: id } => {
+                    if let Some((request, attempts)) = asked {
+                        let work = Work {
+                            request,
+                            attempts: attempts.to_vec(),
+                            stopped: Vec::new(),
+                        };
+                        self.providers[peer as usize].work.insert(id, work);
+                        // Modules and inputs are here at once.
+                        let fetched = provider::Input::Fetched {
+                            request: id,
+                            result: Ok(()),
+                        };
+                        self.provider_step(peer, fetched, None);
+                    }
+                }
+                provider::Action::Start { request, .. } => self.start(peer, request),
+                provider::Action::Stop { request, attempts } => {
+                    let p = &mut self.providers[peer as usize];
+                    if let Some(w) = p.work.get_mut(&request) {
+                        w.stopped.extend(attempts);
+                        // The sandbox stops a run when all of it is
+                        // cancelled: it is answered at once.
+                        if w.attempts.iter().all(|a| w.stopped.contains(a)) {
+                            let incarnation = p.incarnation;
+                            let at = self.now_ms + 1;
+                            self.at(
+                                at,
+                                Event::Finished {
+                                    peer,
+                                    incarnation,
+                                    request,
+                                },
+                            );
+                        }
+                    }
+                }
+                provider::Action::Fail { request, reason } => {
+                    if let Some(w) = self.providers[peer as usize].work.remove(&request) {
+                        let answers = w
+                            .attempts
+                            .iter()
+                            .map(|&a| {
+                                let failure = Failure::Error {
+                                    reason: reason.clone(),
+                                };
+                                (a, Answer::Failed(failure))
+                            })
+                            .collect();
+                        self.answer_back(peer, w.request, answers);
+                    }
+                }
+                provider::Action::Cancelled { .. }
+                | provider::Action::Persist(_)
+                | provider::Action::Publish(_) => {}
+            }
         }
-        p.running += 1;
-        let speed = match p.strategy {
-            Strategy::Slow => p.fuel_per_sec / 10,
-            _ => p.fuel_per_sec,
+        if let Err(e) = self.providers[peer as usize].core.check() {
+            self.violation("provider core", format!("provider {peer}: {e}"));
+        }
+    }
+
+    /// A request on a slot: it finishes after the fuel of its attempts not
+    /// stopped, at the provider's real speed.
+    fn start(&mut self, peer: u32, request: RequestId) {
+        let seed = self.cfg.seed;
+        let p = &self.providers[peer as usize];
+        let Some(work) = p.work.get(&request) else {
+            return;
         };
+        let speed = p.fuel_per_sec / u64::from(p.strategy.slowdown());
         let fuel: u64 = work
             .attempts
             .iter()
-            .map(|a| task_fuel(self.cfg.seed, a.task))
+            .filter(|a| !work.stopped.contains(a))
+            .map(|a| task_fuel(seed, a.task))
             .sum();
         let run_ms = (fuel * 1000 / speed.max(1)).max(1);
         let incarnation = p.incarnation;
@@ -877,46 +966,82 @@ impl World {
             Event::Finished {
                 peer,
                 incarnation,
-                work,
+                request,
             },
         );
+    }
+
+    /// Answers on their way back, through the network's faults.
+    fn answer_back(&mut self, peer: u32, request: RequestId, answers: Vec<(Attempt, Answer)>) {
+        if !self.reachable(peer) || self.rng.random::<f64>() < self.cfg.faults.loss {
+            return;
+        }
+        let copies = if self.rng.random::<f64>() < self.cfg.faults.duplication {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = self.now_ms + self.latency(peer);
+            let answers = answers.clone();
+            self.at(
+                at,
+                Event::Answer {
+                    peer,
+                    request,
+                    answers,
+                },
+            );
+        }
     }
 
     /// What a provider answers for one attempt, by its strategy.
     fn answer(&mut self, peer: u32, attempt: Attempt) -> Answer {
         let seed = self.cfg.seed;
-        let p = &mut self.providers[peer as usize];
-        p.executed += 1;
         let task = attempt.task;
         let fuel = task_fuel(seed, task);
         let honest = honest_claim_id(seed, task);
         let own_wrong = mix64(honest ^ u64::from(peer) << 20 ^ 0x0bad);
-        let (claim, fuel) = match p.strategy {
-            Strategy::Honest | Strategy::Slow | Strategy::Silent => (honest, fuel),
-            Strategy::AlwaysWrong if mix64(task ^ u64::from(peer)).is_multiple_of(2) => {
-                (own_wrong, fuel)
-            }
-            Strategy::Colluding if mix64(task ^ seed ^ 0xc011).is_multiple_of(10) => {
-                (mix64(honest ^ 0xc011), fuel)
-            }
-            Strategy::Intermittent
-                if p.executed > 10 && mix64(task ^ u64::from(peer) ^ 7).is_multiple_of(20) =>
-            {
-                (own_wrong, fuel)
-            }
-            // The fuel is part of what replicas compare.
-            Strategy::FuelLiar => (mix64(honest ^ (fuel * 2)), fuel * 2),
-            Strategy::Replayer => {
-                return Answer::Rejected {
-                    reason: "the result is bound to another task".into(),
-                };
-            }
-            _ => (honest, fuel),
+        let shared_wrong = mix64(honest ^ 0xc011);
+        let p = &mut self.providers[peer as usize];
+        p.executed += 1;
+        let (strategy, executed) = (p.strategy, p.executed);
+        let rejected = |reason: &str| Answer::Rejected {
+            reason: reason.into(),
         };
+        let (claim, fuel) = match strategy {
+            // The fuel is part of what replicas compare.
+            Strategy::FuelLie => (mix64(honest ^ (fuel * 2)), fuel * 2),
+            // The shell's checks reject these before the core sees them.
+            Strategy::Replay => return rejected("the result is bound to another task"),
+            Strategy::BadSignature => return rejected("the result's signature does not verify"),
+            Strategy::BadOutput => return rejected("an output does not match its hash"),
+            Strategy::Oversized => return rejected("the answer is over the message limit"),
+            Strategy::Selective => {
+                // Every replica still out is the coalition's: it lies.
+                let holders: Vec<u32> = (0..=attempt.attempt + 8)
+                    .filter_map(|n| self.live.get(&Attempt { task, attempt: n }).copied())
+                    .collect();
+                let all_ours = holders.len() >= 2
+                    && holders
+                        .iter()
+                        .all(|&q| self.providers[q as usize].strategy == Strategy::Selective);
+                (if all_ours { shared_wrong } else { honest }, fuel)
+            }
+            Strategy::Wrong { .. } | Strategy::Collude { .. } | Strategy::Intermittent { .. } => {
+                match strategy.forgery(executed, &peer.to_string(), &self.draw_salt, task) {
+                    Some(provider::Forgery::Own) => (own_wrong, fuel),
+                    Some(provider::Forgery::Shared) => (shared_wrong, fuel),
+                    None => (honest, fuel),
+                }
+            }
+            Strategy::Honest | Strategy::Silent | Strategy::Slow { .. } => (honest, fuel),
+        };
+        let speed = self.providers[peer as usize].fuel_per_sec.max(1);
         Answer::Result(Reported {
             claim: claim_of(claim),
             fuel,
-            run_ms: fuel * 1000 / p.fuel_per_sec.max(1),
+            run_ms: fuel * 1000 / speed,
             answer_bytes: 200,
             failure: None,
         })
@@ -924,53 +1049,78 @@ impl World {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Deliver { peer, work } => {
-                if !self.reachable(peer) {
+            Event::Deliver {
+                epoch,
+                peer,
+                request,
+                attempts,
+            } => {
+                if !self.reachable(peer) || epoch != self.epoch {
                     return; // lost on the way: the request times out
                 }
-                if self.providers[peer as usize].strategy == Strategy::Silent {
-                    return;
+                let tasks = attempts
+                    .iter()
+                    .map(|&attempt| provider::Task {
+                        job: job(),
+                        attempt,
+                        memory_bytes_max: TaskLimits::default().memory_bytes_max,
+                    })
+                    .collect();
+                let input = provider::Input::Request {
+                    from: REQUESTER,
+                    tasks,
+                };
+                self.provider_step(peer, input, Some((request, &attempts)));
+            }
+            Event::Cancel {
+                epoch,
+                peer,
+                attempts,
+            } => {
+                if self.reachable(peer) && epoch == self.epoch {
+                    let input = provider::Input::Cancel {
+                        from: REQUESTER,
+                        job: job(),
+                        attempts,
+                    };
+                    self.provider_step(peer, input, None);
                 }
-                self.start(peer, work);
             }
             Event::Finished {
                 peer,
                 incarnation,
-                work,
+                request,
             } => {
                 let p = &mut self.providers[peer as usize];
                 if p.incarnation != incarnation {
                     return;
                 }
-                p.running -= 1;
-                if let Some(next) = p.queue.pop_front() {
-                    self.start(peer, next);
-                }
-                let answers: Vec<(Attempt, Answer)> = work
-                    .attempts
-                    .iter()
-                    .map(|&a| (a, self.answer(peer, a)))
-                    .collect();
-                if !self.reachable(peer) || self.rng.random::<f64>() < self.cfg.faults.loss {
+                let Some(work) = p.work.remove(&request) else {
                     return;
-                }
-                let copies = if self.rng.random::<f64>() < self.cfg.faults.duplication {
-                    2
-                } else {
-                    1
                 };
-                for _ in 0..copies {
-                    let at = self.now_ms + self.latency(peer);
-                    let answers = answers.clone();
-                    self.at(
-                        at,
-                        Event::Answer {
-                            peer,
-                            request: work.request,
-                            answers,
-                        },
-                    );
+                let mut answers = Vec::with_capacity(work.attempts.len());
+                let mut ran = Vec::new();
+                for &a in &work.attempts {
+                    if work.stopped.contains(&a) {
+                        let failure = Failure::Error {
+                            reason: provider::CANCELLED.into(),
+                        };
+                        answers.push((a, Answer::Failed(failure)));
+                        continue;
+                    }
+                    let answer = self.answer(peer, a);
+                    if let Answer::Result(r) = &answer {
+                        ran.push(provider::Ran {
+                            job: job(),
+                            attempt: a,
+                            fuel: r.fuel,
+                            outcome: "exited 0".into(),
+                        });
+                    }
+                    answers.push((a, answer));
                 }
+                self.provider_step(peer, provider::Input::Done { request, ran }, None);
+                self.answer_back(peer, work.request, answers);
             }
             Event::Answer {
                 peer,
@@ -1029,6 +1179,8 @@ impl World {
             }
             Event::Republish { peer } => {
                 if self.providers[peer as usize].up {
+                    // The provider's own clock: its core's tick.
+                    self.provider_step(peer, provider::Input::Tick, None);
                     let input = self.offer_input(peer);
                     self.step(input);
                 }
@@ -1043,8 +1195,9 @@ impl World {
                 }
                 p.up = false;
                 p.incarnation += 1;
-                p.running = 0;
-                p.queue.clear();
+                // Everything it held is lost with it.
+                p.core = provider_core(p.strategy, p.slots, p.fuel_per_sec, p.price_per_gfuel);
+                p.work.clear();
                 self.step(Input::PeerGone { peer });
                 let back = self.now_ms + self.rng.random_range(1_000..30_000);
                 self.at(back, Event::Up { peer });
@@ -1080,6 +1233,13 @@ impl World {
         }
         self.crashes += 1;
         self.epoch += 1;
+        // Its connections die with it: every provider stops its tasks.
+        for peer in 0..self.providers.len() as u32 {
+            if self.providers[peer as usize].up {
+                let gone = provider::Input::RequesterGone { from: REQUESTER };
+                self.provider_step(peer, gone, None);
+            }
+        }
         self.speculated += self.core.counters().speculated;
         self.live.clear();
         self.claims.clear();
@@ -1242,6 +1402,7 @@ pub fn run(cfg: SimConfig) -> Result<Report, SimError> {
         ground_truth_runs: w.ground_truth_runs,
         speculated: w.speculated + w.core.counters().speculated,
         timed_out: w.timed_out,
+        refused: w.refused,
         crashes: w.crashes,
         commit_failed: w.commit_failed,
         violations: w.violations,

@@ -10,7 +10,7 @@ use sim::{Faults, Mix, SimConfig};
 #[derive(Parser)]
 #[command(
     about = "A deterministic simulation of the requester's core",
-    after_help = "Examples:\n  cargo run --release -p sim -- --providers 10000 --tasks 1000000\n  cargo run --release -p sim -- --providers 100 --tasks 10000 --seeds 200 --random-knobs --commit-failure\n  cargo run --release -p sim -- --mix colluding=0.2 --no-churn --json"
+    after_help = "Examples:\n  cargo run --release -p sim -- --providers 10000 --tasks 1000000\n  cargo run --release -p sim -- --providers 100 --tasks 10000 --seeds 200 --random-knobs --commit-failure\n  cargo run --release -p sim -- --mix collude:10=0.2 --no-churn --json"
 )]
 struct Args {
     #[arg(long, default_value_t = 100)]
@@ -23,9 +23,11 @@ struct Args {
     /// Seeds to run, from --seed on.
     #[arg(long, default_value_t = 1)]
     seeds: u64,
-    /// Strategies and their shares, `name=share,...` (the rest honest);
-    /// names: honest, always_wrong, colluding, intermittent, fuel_liar,
-    /// replayer, silent, slow. Default: the mix of DESIGN's adversaries.
+    /// Strategies and their shares, `strategy=share,...` (the rest honest),
+    /// each as `plexus node --misbehave` reads it: wrong:PERCENT,
+    /// collude:[AFTER:]PERCENT, intermittent:AFTER:PERCENT, fuel, replay,
+    /// silent, slow:FACTOR, bad-signature, bad-output, oversized, selective.
+    /// Default: the mix of DESIGN's adversaries.
     #[arg(long)]
     mix: Option<String>,
     /// One-way latency range per provider, `LO..HI`.
@@ -114,7 +116,7 @@ fn main() -> anyhow::Result<()> {
                 r.trace_hash,
             );
             println!(
-                "           wrong in output {}  extra executions per task {:.3}  cheaters out {}/{}  honest out {}  ground truth {}  speculated {}  timed out {}  crashes {}",
+                "           wrong in output {}  extra executions per task {:.3}  cheaters out {}/{}  honest out {}  ground truth {}  speculated {}  timed out {}  refused {}  crashes {}",
                 r.wrong_in_output,
                 r.extra_per_task,
                 r.cheaters_excluded,
@@ -123,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 r.ground_truth_runs,
                 r.speculated,
                 r.timed_out,
+                r.refused,
                 r.crashes,
             );
         }

@@ -13,6 +13,15 @@ pub const CONTROL_MESSAGE_BYTES_MAX: u64 = MIB;
 /// the round trip, the substream and the handoff to a sandbox thread are
 /// paid once per batch instead of once per task.
 pub const BATCH_TASKS_MAX: usize = 64;
+/// Requests one requester may hold on a provider beyond its slots: the
+/// provider refuses more ("busy"). Both sides keep it: the requester's
+/// credit window is the slots plus at most `PREFETCH_PER_PROVIDER_MAX`.
+pub const QUEUED_PER_REQUESTER_MAX: u32 = 2;
+/// Requests a requester sends a provider beyond its slots, so it never
+/// waits for work. One less than the provider holds: an answer on its way
+/// back still counts there while the next request is already sent.
+pub const PREFETCH_PER_PROVIDER_MAX: u32 = 1;
+const _: () = assert!(PREFETCH_PER_PROVIDER_MAX < QUEUED_PER_REQUESTER_MAX);
 /// What a batch's request and its answer may hold, by the sender's
 /// estimate (an assignment's or a result's strings, plus a margin per
 /// item); the message limit stays the hard bound.

@@ -13,7 +13,7 @@ pub const OFFER_CLOCK_SKEW_MS_MAX: u64 = 5_000;
 const _: () = assert!(OFFER_CLOCK_SKEW_MS_MAX < OFFER_TTL_MS);
 
 /// A provider's standing offer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
     pub cores: u32,
     /// The machine's memory.

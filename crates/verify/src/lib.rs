@@ -18,12 +18,12 @@
 //! *Invariant:* no I/O, no clock, no global randomness. The caller feeds
 //! events ([`JobVerifier::on_dispatch`], [`JobVerifier::on_result`], ...) and
 //! carries out the [`Action`]s returned, so the node and the seeded
-//! simulation ([`sim`]) run the same code.
+//! simulations (the `sim` crate: this policy alone, and the whole core)
+//! run the same code.
 
 mod bound;
 mod job;
 mod policy;
-pub mod sim;
 
 pub use bound::coalition_bound;
 pub use job::{Action, Claim, JobVerifier, Method, Summary};

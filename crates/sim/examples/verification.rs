@@ -1,14 +1,15 @@
-//! Runs the verification core under every cheating strategy and prints what
-//! it lets through and what it costs (the figures in BENCHMARKS.md).
+//! Runs the verification policy alone under every cheating strategy and
+//! prints what it lets through and what it costs (the figures in
+//! BENCHMARKS.md).
 //!
-//!     cargo run --release -p verify --example simulate
+//!     cargo run --release -p sim --example verification
 
+use sim::verification::{SimConfig, Strategy, simulate};
 use verify::Policy;
-use verify::sim::{SimConfig, Strategy, simulate};
 
 const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 
-fn main() -> Result<(), verify::sim::SimError> {
+fn main() -> Result<(), sim::verification::SimError> {
     let base = SimConfig {
         providers: 100,
         tasks: 10_000,
@@ -22,23 +23,24 @@ fn main() -> Result<(), verify::sim::SimError> {
         ..Policy::default()
     };
     let intermittent = Strategy::Intermittent {
-        trusted_after: u64::from(Policy::default().ramp),
-        p: 0.05,
+        after: u64::from(Policy::default().ramp),
+        percent: 5,
     };
+    let collude = |percent| Strategy::Collude { after: 0, percent };
     let cases = [
         ("honest", Strategy::Honest, Policy::default()),
-        ("naive p=0.5", Strategy::Naive { p: 0.5 }, Policy::default()),
-        ("naive p=0.1", Strategy::Naive { p: 0.1 }, Policy::default()),
         (
-            "collude p=0.5",
-            Strategy::Collude { p: 0.5 },
+            "wrong:50",
+            Strategy::Wrong { percent: 50 },
             Policy::default(),
         ),
         (
-            "collude p=0.1",
-            Strategy::Collude { p: 0.1 },
+            "wrong:10",
+            Strategy::Wrong { percent: 10 },
             Policy::default(),
         ),
+        ("collude:50", collude(50), Policy::default()),
+        ("collude:10", collude(10), Policy::default()),
         ("intermittent 5%, floor 0.1", intermittent, floor(0.1)),
         ("intermittent 5%, floor 0.2", intermittent, floor(0.2)),
         ("intermittent 5%, floor 1", intermittent, floor(1.0)),

@@ -1,7 +1,11 @@
-//! A seeded simulation of the verification core: many providers, some of
-//! them cheating by one strategy, one job of many tasks. It runs the same
-//! [`JobVerifier`] the node runs, and measures what the policy lets through
-//! and what it costs.
+//! A seeded simulation of the verification policy alone: many providers,
+//! some of them cheating by one [`Strategy`] (the same concept, and the
+//! same draws of which tasks to lie on, as the node's adversary build and
+//! the simulation of the whole core), one job of many tasks. It runs the
+//! same [`JobVerifier`] the node runs, without the scheduler, the market or
+//! a network, and measures what the policy lets through and what it costs:
+//! the model `DESIGN.md`'s figures come from, which the simulation of the
+//! whole core ([`crate::run`]) reproduces over the real scheduler.
 //!
 //! The model: tasks are dispatched in order; each execution goes to a
 //! provider drawn uniformly from those the verifier allows (a network of
@@ -9,10 +13,12 @@
 //! out at once, so a coalition sees who holds a task together, and results
 //! come back before the next task starts.
 
-use crate::{Action, Claim, JobVerifier, Policy, coalition_bound};
+use provider::Forgery;
+pub use provider::Strategy;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use verify::{Action, Claim, JobVerifier, Policy, coalition_bound};
 
 /// Providers one simulation may have.
 pub const SIM_PROVIDERS_MAX: u32 = 100_000;
@@ -22,37 +28,6 @@ pub const SIM_TASKS_MAX: u64 = 10_000_000;
 pub const CURVE_WINDOW: u64 = 500;
 
 const ENGINE: &str = "sim";
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub enum Strategy {
-    /// Everyone honest.
-    Honest,
-    /// Each cheater returns a wrong output of its own with probability `p`.
-    Naive { p: f64 },
-    /// The cheaters agree, by task id, on which tasks to cheat (share `p`)
-    /// and return the same wrong output on them.
-    Collude { p: f64 },
-    /// Honest for its first `trusted_after` executions, then wrong (its own
-    /// wrong output) on a share `p` of tasks.
-    Intermittent { trusted_after: u64, p: f64 },
-    /// The coalition returns the same wrong output exactly when it holds
-    /// every replica of a task dispatched to several providers at once, and
-    /// is honest otherwise (a lone holder cannot know whether a spot check
-    /// will follow, so it does not gamble).
-    Selective,
-}
-
-impl Strategy {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Strategy::Honest => "honest",
-            Strategy::Naive { .. } => "naive",
-            Strategy::Collude { .. } => "collude",
-            Strategy::Intermittent { .. } => "intermittent",
-            Strategy::Selective => "selective",
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct SimConfig {
@@ -93,8 +68,10 @@ pub enum SimError {
     Tasks(u64),
     #[error("cheater share {0} is not between 0 and 1")]
     Share(f64),
+    #[error("{0}: not a lie about results, which is all this model has")]
+    Strategy(Strategy),
     #[error(transparent)]
-    Policy(#[from] crate::VerifyError),
+    Policy(#[from] verify::VerifyError),
 }
 
 fn honest(task: u64) -> Claim {
@@ -126,6 +103,19 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
         return Err(SimError::Share(config.cheater_share));
     }
     config.policy.validate()?;
+    if matches!(
+        config.strategy,
+        Strategy::Replay
+            | Strategy::Silent
+            | Strategy::Slow { .. }
+            | Strategy::BadSignature
+            | Strategy::BadOutput
+            | Strategy::Oversized
+    ) {
+        return Err(SimError::Strategy(config.strategy));
+    }
+    // What the cheaters' draws are salted with (the node's: the job's id).
+    let salt = format!("verification:{}", config.seed);
     let n = config.providers;
     let cheaters = if config.strategy == Strategy::Honest {
         0
@@ -188,33 +178,6 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
                     honest(t)
                 } else {
                     match config.strategy {
-                        Strategy::Honest => honest(t),
-                        Strategy::Naive { p: share } => {
-                            if rng.random::<f64>() < share {
-                                forged(t, u64::from(p) + 1)
-                            } else {
-                                honest(t)
-                            }
-                        }
-                        Strategy::Collude { p: share } => {
-                            // Coordinated by task id: all colluders draw the same.
-                            let mut by_task = ChaCha8Rng::seed_from_u64(config.seed ^ t);
-                            if by_task.random::<f64>() < share {
-                                forged(t, 0)
-                            } else {
-                                honest(t)
-                            }
-                        }
-                        Strategy::Intermittent {
-                            trusted_after,
-                            p: share,
-                        } => {
-                            if executed[p as usize] > trusted_after && rng.random::<f64>() < share {
-                                forged(t, u64::from(p) + 1)
-                            } else {
-                                honest(t)
-                            }
-                        }
                         Strategy::Selective => {
                             if holders.len() >= 2 && holders.iter().all(|&q| is_cheater(q)) {
                                 forged(t, 0)
@@ -222,6 +185,13 @@ pub fn simulate(config: &SimConfig) -> Result<SimReport, SimError> {
                                 honest(t)
                             }
                         }
+                        // The fuel is part of what replicas compare.
+                        Strategy::FuelLie => forged(t, u64::from(p) + 1),
+                        lie => match lie.forgery(executed[p as usize], &p.to_string(), &salt, t) {
+                            Some(Forgery::Own) => forged(t, u64::from(p) + 1),
+                            Some(Forgery::Shared) => forged(t, 0),
+                            None => honest(t),
+                        },
                     }
                 };
                 actions.extend(verifier.on_result(t, p, claim));

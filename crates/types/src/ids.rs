@@ -95,6 +95,20 @@ impl fmt::Display for Fuel {
     }
 }
 
+/// The network's money: whole credits, never fractions (the ledger's
+/// arithmetic is on integers; its one rounding is stated in `ledger`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Credits(pub u64);
+
+impl fmt::Display for Credits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} credits", self.0)
+    }
+}
+
 /// One request a requester sent (a task or a batch of them), named by a
 /// counter of the requester's, never by a time: two requests sent in the
 /// same instant are still two, and a simulated clock can drive the code

@@ -8,7 +8,7 @@ pub mod offer;
 pub mod outcome;
 pub mod task;
 
-pub use ids::{BlobHash, Fuel, RequestId};
+pub use ids::{BlobHash, Credits, Fuel, RequestId};
 pub use job::{ExpandedTask, Job, JobError, ModuleSource, ParamValue, Requirements, Verification};
 pub use limits::TaskLimits;
 pub use offer::Offer;

@@ -43,6 +43,7 @@ fn main() -> Result<(), ledger::LedgerError> {
                 task,
                 provider: providers[(task % 100) as usize],
                 fuel: 100_000_000 + task,
+                price_per_gfuel: 3,
             };
             SignedTx::sign(&requester, task + 1, tx)
         })

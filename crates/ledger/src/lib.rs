@@ -11,8 +11,8 @@
 //!
 //! **Pay is for verified work, from funds locked first.** A requester locks
 //! a job's budget in escrow ([`Tx::EscrowLock`]) before its work starts;
-//! each verified task is one [`Tx::Claim`], signed by the requester (its
-//! acceptance), paying the provider [`pay_for`]`(fuel, price)`; what is left
+//! each verified result is one [`Tx::Claim`], signed by the requester (its
+//! acceptance), paying its provider [`pay_for`]`(fuel, price)`; what is left
 //! goes back with [`Tx::EscrowRelease`] after the job, or to anyone's
 //! asking after the escrow's expiry. A claim beyond what is left in the
 //! escrow is **refused, never overdrawn** (Akash's escrow pays what it can
@@ -57,12 +57,19 @@ const FUEL_PER_GFUEL: u128 = 1_000_000_000;
 const TX_DOMAIN: &[u8] = b"plexus ledger tx v1";
 const RESULT_DOMAIN: &[u8] = b"plexus ledger result v1";
 
-/// What a task earns: fuel × price per billion fuel ÷ 10⁹, **rounded down**
-/// to whole credits (the ledger's one rounding). Computed in 128 bits; a
-/// product beyond `u64` credits saturates (and no escrow holds that much).
+/// What work earns: fuel × price per billion fuel ÷ 10⁹, **rounded down**
+/// to whole credits — the ledger's one rounding, made **once per provider
+/// per escrow**, not per claim: an escrow keeps each provider's earnings
+/// exact (in billionths of a credit) and each claim pays what the rounded
+/// total has grown by, so a provider of many small tasks loses less than
+/// one credit per job, not up to one per task. Computed in 128 bits; a
+/// total beyond `u64` credits saturates (no escrow holds that much).
 pub fn pay_for(fuel: u64, price_per_gfuel: u64) -> Credits {
-    let pay = u128::from(fuel) * u128::from(price_per_gfuel) / FUEL_PER_GFUEL;
-    Credits(u64::try_from(pay).unwrap_or(u64::MAX))
+    whole_credits(u128::from(fuel) * u128::from(price_per_gfuel))
+}
+
+fn whole_credits(nanocredits: u128) -> Credits {
+    Credits(u64::try_from(nanocredits / FUEL_PER_GFUEL).unwrap_or(u64::MAX))
 }
 
 /// An account: an ed25519 public key.
@@ -126,19 +133,22 @@ pub enum Tx {
     Unstake {
         amount: Credits,
     },
-    /// Locks a job's budget: claims pay from it at this price.
+    /// Locks a job's budget: claims pay from it at most this price.
     EscrowLock {
         job: JobId,
         amount: Credits,
         price_per_gfuel: u64,
         expires_at: Height,
     },
-    /// The escrow's owner accepts a verified task of `provider`.
+    /// The escrow's owner accepts `provider`'s verified result for a task
+    /// (each replica that agreed is paid), at the price agreed with it (at
+    /// most the escrow's).
     Claim {
         job: JobId,
         task: u64,
         provider: AccountId,
         fuel: u64,
+        price_per_gfuel: u64,
     },
     /// What is left goes back to the owner: by the owner at any time, by
     /// anyone once the escrow has expired.
@@ -224,8 +234,10 @@ pub enum LedgerError {
     ExpiryPast { expires_at: Height, height: Height },
     #[error("only the owner of job {0}'s escrow may do that")]
     NotOwner(JobId),
-    #[error("task {task} of job {job} is claimed already")]
+    #[error("task {task} of job {job} is claimed for this provider already")]
     Claimed { job: JobId, task: u64 },
+    #[error("a price of {price} per Gfuel above the escrow's {max}")]
+    PriceAbove { price: u64, max: u64 },
     #[error("claim of {claim} beyond the {left} left in job {job}'s escrow")]
     BeyondEscrow {
         job: JobId,
@@ -278,8 +290,12 @@ pub struct Escrow {
     pub price_per_gfuel: u64,
     pub expires_at: Height,
     pub released: bool,
-    /// Tasks paid, so none is paid twice.
-    pub claimed: BTreeSet<u64>,
+    /// (task, provider) paid, so none is paid twice.
+    pub claimed: BTreeSet<(u64, AccountId)>,
+    /// Each provider's earnings from this escrow, exact: Σ fuel × price
+    /// (billionths of a credit). It has been paid `pay_for` of it, rounded
+    /// down.
+    pub earned: BTreeMap<AccountId, u128>,
 }
 
 /// The whole ledger.
@@ -459,6 +475,7 @@ impl State {
                         expires_at: *expires_at,
                         released: false,
                         claimed: BTreeSet::new(),
+                        earned: BTreeMap::new(),
                     },
                 );
                 Ok(Effect::Moved)
@@ -468,6 +485,7 @@ impl State {
                 task,
                 provider,
                 fuel,
+                price_per_gfuel,
             } => {
                 let escrow = self
                     .escrows
@@ -485,13 +503,21 @@ impl State {
                         at: escrow.expires_at,
                     });
                 }
-                if escrow.claimed.contains(task) {
+                if escrow.claimed.contains(&(*task, *provider)) {
                     return Err(LedgerError::Claimed {
                         job: job.clone(),
                         task: *task,
                     });
                 }
-                let pay = pay_for(*fuel, escrow.price_per_gfuel);
+                if *price_per_gfuel > escrow.price_per_gfuel {
+                    return Err(LedgerError::PriceAbove {
+                        price: *price_per_gfuel,
+                        max: escrow.price_per_gfuel,
+                    });
+                }
+                let before = escrow.earned.get(provider).copied().unwrap_or(0);
+                let after = before + u128::from(*fuel) * u128::from(*price_per_gfuel);
+                let pay = Credits(whole_credits(after).0 - whole_credits(before).0);
                 if pay > escrow.left {
                     return Err(LedgerError::BeyondEscrow {
                         job: job.clone(),
@@ -502,7 +528,8 @@ impl State {
                 self.credit(provider, pay)?;
                 let escrow = self.escrows.get_mut(job).expect("looked up above");
                 escrow.left = Credits(escrow.left.0 - pay.0);
-                escrow.claimed.insert(*task);
+                escrow.claimed.insert((*task, *provider));
+                escrow.earned.insert(*provider, after);
                 Ok(Effect::Paid {
                     provider: *provider,
                     amount: pay,
@@ -649,8 +676,14 @@ impl State {
             n(&mut h, e.expires_at);
             h.update(&[u8::from(e.released)]);
             n(&mut h, e.claimed.len() as u64);
-            for t in &e.claimed {
+            for (t, p) in &e.claimed {
                 n(&mut h, *t);
+                h.update(&p.0);
+            }
+            n(&mut h, e.earned.len() as u64);
+            for (p, nano) in &e.earned {
+                h.update(&p.0);
+                h.update(&nano.to_le_bytes());
             }
         }
         n(&mut h, self.slashed.len() as u64);

@@ -69,11 +69,17 @@ impl Chain {
         provider: u8,
         fuel: u64,
     ) -> Result<Effect, LedgerError> {
+        let price_per_gfuel = self
+            .state
+            .escrows
+            .get(&job(name))
+            .map_or(1, |e| e.price_per_gfuel);
         let tx = Tx::Claim {
             job: job(name),
             task,
             provider: id(provider),
             fuel,
+            price_per_gfuel,
         };
         self.run(by, tx)
     }
@@ -87,6 +93,31 @@ fn pay_is_fuel_times_price_rounded_down_once() {
     assert_eq!(pay_for(GFUEL - 1, 3), Credits(2), "2.999… rounds down");
     assert_eq!(pay_for(1, 1), Credits(0));
     assert_eq!(pay_for(u64::MAX, u64::MAX), Credits(u64::MAX), "saturates");
+}
+
+#[test]
+fn small_tasks_are_rounded_once_per_provider_not_once_per_claim() {
+    let mut c = Chain::new(&[(0, 1_000)]);
+    c.lock(0, "j", 100, 3);
+    // Ten claims of a third of a Gfuel at 3 per Gfuel: 0.999999999 credits
+    // each, 0 if rounded per claim; 9.99999999 together, so 9.
+    let third = GFUEL / 3;
+    assert_eq!(pay_for(third, 3), Credits(0));
+    let mut paid = 0;
+    for task in 0..10 {
+        if let Ok(Effect::Paid { amount, .. }) = c.claim(0, "j", task, 1, third) {
+            paid += amount.0;
+        }
+    }
+    assert_eq!(paid, 9);
+    for task in 10..20 {
+        c.claim(0, "j", task, 2, GFUEL / 10).expect("paid");
+    }
+    assert_eq!(
+        c.state.balance(&id(2)),
+        Credits(3),
+        "3.0 in all, 0 per claim"
+    );
 }
 
 #[test]
@@ -109,6 +140,32 @@ fn a_claim_pays_its_provider_once_from_the_escrow_and_release_refunds_the_rest()
             task: 7
         })
     );
+    // Another replica of the same task is paid too, at its own price.
+    let replica = Tx::Claim {
+        job: job("j"),
+        task: 7,
+        provider: id(2),
+        fuel: 5 * GFUEL,
+        price_per_gfuel: 1,
+    };
+    assert_eq!(
+        c.run(0, replica),
+        Ok(Effect::Paid {
+            provider: id(2),
+            amount: Credits(5)
+        })
+    );
+    let dear = Tx::Claim {
+        job: job("j"),
+        task: 8,
+        provider: id(1),
+        fuel: GFUEL,
+        price_per_gfuel: 3,
+    };
+    assert_eq!(
+        c.run(0, dear),
+        Err(LedgerError::PriceAbove { price: 3, max: 2 })
+    );
     // Only the owner accepts work.
     assert_eq!(
         c.claim(1, "j", 8, 1, GFUEL),
@@ -120,16 +177,16 @@ fn a_claim_pays_its_provider_once_from_the_escrow_and_release_refunds_the_rest()
         Err(LedgerError::BeyondEscrow {
             job: job("j"),
             claim: Credits(100),
-            left: Credits(90)
+            left: Credits(85)
         })
     );
     assert_eq!(
         c.run(0, Tx::EscrowRelease { job: job("j") }),
         Ok(Effect::Refunded {
-            amount: Credits(90)
+            amount: Credits(85)
         })
     );
-    assert_eq!(c.state.balance(&id(0)), Credits(990));
+    assert_eq!(c.state.balance(&id(0)), Credits(985));
     assert_eq!(
         c.claim(0, "j", 10, 1, GFUEL),
         Err(LedgerError::Released(job("j")))
@@ -509,6 +566,7 @@ fn blocks(start: &State, ops: &[Op]) -> Vec<Block> {
                     task: t,
                     provider: id(p),
                     fuel: f,
+                    price_per_gfuel: u64::from(p),
                 },
             ),
             Op::Release(a, j) => (

@@ -177,6 +177,8 @@ pub struct SimConfig {
     /// Test only: deliver a step's sends even when its commit failed (the
     /// defect the invariants must catch).
     pub skip_commit_check: bool,
+    /// Pay on the real ledger ([`ledger::State`]): see [`Payments`].
+    pub ledger: bool,
 }
 
 impl SimConfig {
@@ -191,6 +193,7 @@ impl SimConfig {
             random_knobs: false,
             uniform: false,
             skip_commit_check: false,
+            ledger: false,
         }
     }
 
@@ -200,11 +203,11 @@ impl SimConfig {
             .mix
             .0
             .iter()
-            .map(|(s, share)| format!("{}={share}", s.name()))
+            .map(|(s, share)| format!("{s}={share}"))
             .collect();
         let f = &self.faults;
         format!(
-            "cargo run --release -p sim -- --providers {} --tasks {} --seed {} --mix '{}' --latency-ms {}..{} --loss {} --duplication {} --crashes {}{}{}{}{}{}{}{}",
+            "cargo run --release -p sim -- --providers {} --tasks {} --seed {} --mix '{}' --latency-ms {}..{} --loss {} --duplication {} --crashes {}{}{}{}{}{}{}{}{}",
             self.providers,
             self.tasks,
             self.seed,
@@ -233,6 +236,7 @@ impl SimConfig {
             } else {
                 ""
             },
+            if self.ledger { " --ledger" } else { "" },
         )
     }
 }
@@ -283,6 +287,8 @@ pub struct Report {
     pub timed_out: u64,
     /// Requests providers refused (busy, or over a bound of theirs).
     pub refused: u64,
+    /// With `ledger`: what the job paid.
+    pub payments: Option<Payments>,
     pub crashes: u32,
     pub commit_failed: bool,
     pub violations: Vec<Violation>,
@@ -436,10 +442,13 @@ struct World {
     speculated: u64,
     timed_out: u64,
     refused: u64,
+    payments: Option<Payments>,
     executions: u64,
     /// What providers' draws of tasks to lie on are salted with (the
     /// node's are salted with the job's id).
     draw_salt: String,
+    /// With `ledger`: the chain's state and the requester's key.
+    ledger: Option<(ledger::State, ed25519_dalek::SigningKey)>,
 }
 
 fn job() -> JobId {
@@ -568,8 +577,10 @@ impl World {
             speculated: 0,
             timed_out: 0,
             refused: 0,
+            payments: None,
             executions: 0,
             draw_salt: format!("j-sim:{}", cfg.seed),
+            ledger: None,
             rng,
             cfg,
         }
@@ -756,6 +767,9 @@ impl World {
             }
             Write::JobEnded { phase, error, .. } => {
                 self.disk.ended = Some((*phase, error.clone()));
+                if self.cfg.ledger {
+                    self.pay();
+                }
             }
             Write::JobStarted { .. } | Write::AttemptEnded { .. } | Write::Evidence { .. } => {}
         }
@@ -1278,6 +1292,9 @@ impl World {
             let first = self.rng.random_range(1..REPUBLISH_MS);
             self.at(first, Event::Republish { peer });
         }
+        if self.cfg.ledger {
+            self.open_ledger();
+        }
         let spec = spec(&self.cfg, self.rng.random());
         self.step(Input::Submit { job: job(), spec });
         self.at(TICK_MS, Event::Tick);
@@ -1330,6 +1347,166 @@ impl World {
                 }
             }
         }
+    }
+}
+
+/// What a job paid on the ledger, and how it was checked: its budget
+/// locked in escrow at the start; when it ended, one claim per accepted
+/// result (each payee of each settled task, at its offer's price), in
+/// blocks of up to `ledger::BLOCK_TXS_MAX`, the supply checked after each;
+/// then the rest released. Claims wait for the job's end because a
+/// settled task can still be reopened (a caught provider's testimony is
+/// void), and a claim cannot be taken back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Payments {
+    pub claims: u64,
+    pub blocks: u64,
+    pub paid: u64,
+    pub refunded: u64,
+    /// Of it, paid to providers whose strategy cheats, for the results of
+    /// theirs that were accepted (most of them honest ones).
+    pub paid_to_cheaters: u64,
+}
+
+/// Credits the requester starts with, and locks per task of its job.
+const REQUESTER_CREDITS_PER_TASK: u64 = 20;
+const BUDGET_PER_TASK: u64 = 10;
+/// The dearest price a simulated provider asks (its offers draw 1..=10).
+const PRICE_MAX: u64 = 10;
+
+fn signing_key(seed: u64, who: u64) -> ed25519_dalek::SigningKey {
+    let mut h = blake3::Hasher::new_derive_key("plexus sim key v1");
+    h.update(&seed.to_le_bytes());
+    h.update(&who.to_le_bytes());
+    ed25519_dalek::SigningKey::from_bytes(h.finalize().as_bytes())
+}
+
+impl World {
+    /// Lays out the ledger at the start: the requester's funds, the job's
+    /// escrow.
+    fn open_ledger(&mut self) {
+        let requester = signing_key(self.cfg.seed, u64::MAX);
+        let funds = ledger::Credits(self.cfg.tasks.max(1) * REQUESTER_CREDITS_PER_TASK);
+        let state = ledger::State::genesis(&[(ledger::AccountId::of(&requester), funds)]);
+        let lock = ledger::Tx::EscrowLock {
+            job: job(),
+            amount: ledger::Credits(self.cfg.tasks.max(1) * BUDGET_PER_TASK),
+            price_per_gfuel: PRICE_MAX,
+            expires_at: u64::MAX,
+        };
+        let opened = state.and_then(|mut state| {
+            let tx = ledger::SignedTx::sign(&requester, 0, lock)?;
+            let receipts = state.apply_block(&ledger::Block {
+                height: 1,
+                txs: vec![tx],
+            })?;
+            receipts
+                .into_iter()
+                .next()
+                .unwrap_or(Ok(ledger::Effect::Moved))?;
+            Ok(state)
+        });
+        match opened {
+            Ok(state) => self.ledger = Some((state, requester)),
+            Err(e) => self.violation("ledger", format!("cannot lock the budget: {e}")),
+        }
+    }
+
+    /// The job ended: its accepted results are paid, the rest refunded.
+    fn pay(&mut self) {
+        let Some((mut state, requester)) = self.ledger.take() else {
+            return;
+        };
+        let requester_id = ledger::AccountId::of(&requester);
+        let mut settled: Vec<&SettledTask<u32>> = self.disk.settled.values().collect();
+        settled.sort_by_key(|s| s.task);
+        let mut ids: HashMap<u32, ledger::AccountId> = HashMap::new();
+        // Each provider's earnings, exact (billionths of a credit), and
+        // whether it cheats.
+        let mut expected: HashMap<ledger::AccountId, (u128, bool)> = HashMap::new();
+        let mut txs = Vec::new();
+        let mut nonce = state.next_nonce(&requester_id);
+        let mut report = Payments::default();
+        let mut signing_failed = None;
+        for s in settled {
+            for &(peer, fuel) in &s.payees {
+                let id = *ids.entry(peer).or_insert_with(|| {
+                    ledger::AccountId::of(&signing_key(self.cfg.seed, u64::from(peer)))
+                });
+                let p = &self.providers[peer as usize];
+                let earned = expected.entry(id).or_insert((0, p.strategy.cheats()));
+                earned.0 += u128::from(fuel) * u128::from(p.price_per_gfuel);
+                let tx = ledger::Tx::Claim {
+                    job: job(),
+                    task: s.task,
+                    provider: id,
+                    fuel,
+                    price_per_gfuel: p.price_per_gfuel,
+                };
+                match ledger::SignedTx::sign(&requester, nonce, tx) {
+                    Ok(tx) => txs.push(tx),
+                    Err(e) => signing_failed = Some(e),
+                }
+                nonce += 1;
+            }
+        }
+        report.claims = txs.len() as u64;
+        if let Ok(release) =
+            ledger::SignedTx::sign(&requester, nonce, ledger::Tx::EscrowRelease { job: job() })
+        {
+            txs.push(release);
+        }
+        if let Some(e) = signing_failed {
+            self.violation("ledger", format!("cannot sign a claim: {e}"));
+        }
+        for chunk in txs.chunks(ledger::BLOCK_TXS_MAX) {
+            let block = ledger::Block {
+                height: state.height + 1,
+                txs: chunk.to_vec(),
+            };
+            report.blocks += 1;
+            match state.apply_block(&block) {
+                Ok(receipts) => {
+                    for r in receipts {
+                        match r {
+                            Ok(ledger::Effect::Paid { amount, .. }) => report.paid += amount.0,
+                            Ok(ledger::Effect::Refunded { amount }) => report.refunded += amount.0,
+                            Ok(_) => {}
+                            Err(e) => self.violation("ledger", format!("a claim refused: {e}")),
+                        }
+                    }
+                }
+                Err(e) => self.violation("ledger", format!("a block refused: {e}")),
+            }
+            if let Err(e) = state.check_supply() {
+                self.violation("ledger supply", e.to_string());
+            }
+        }
+        let mut earners: Vec<_> = expected.into_iter().collect();
+        earners.sort_by_key(|(id, _)| *id);
+        for (id, (nanocredits, cheats)) in earners {
+            // Rounded down once per provider and job (`ledger::pay_for`).
+            let want = u64::try_from(nanocredits / 1_000_000_000).unwrap_or(u64::MAX);
+            if cheats {
+                report.paid_to_cheaters += want;
+            }
+            let got = state.balance(&id).0;
+            if got != want {
+                self.violation("ledger pay", format!("{id:?} holds {got}, earned {want}"));
+            }
+        }
+        let left = state.balance(&requester_id).0;
+        let start = self.cfg.tasks.max(1) * REQUESTER_CREDITS_PER_TASK;
+        if left + report.paid != start {
+            self.violation(
+                "ledger pay",
+                format!(
+                    "the requester holds {left} after paying {} of {start}",
+                    report.paid
+                ),
+            );
+        }
+        self.payments = Some(report);
     }
 }
 
@@ -1403,6 +1580,7 @@ pub fn run(cfg: SimConfig) -> Result<Report, SimError> {
         speculated: w.speculated + w.core.counters().speculated,
         timed_out: w.timed_out,
         refused: w.refused,
+        payments: w.payments,
         crashes: w.crashes,
         commit_failed: w.commit_failed,
         violations: w.violations,

@@ -58,6 +58,11 @@ struct Args {
     /// Test only: send although the commit failed (the checker must catch it).
     #[arg(long)]
     skip_commit_check: bool,
+    /// Pay on the real ledger: the job's budget locked in escrow, a claim
+    /// per accepted result when the job ends, the rest released; the
+    /// supply and each provider's pay checked.
+    #[arg(long)]
+    ledger: bool,
     /// One JSON report per line instead of text.
     #[arg(long)]
     json: bool,
@@ -94,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             random_knobs: a.random_knobs,
             uniform: a.uniform,
             skip_commit_check: a.skip_commit_check,
+            ledger: a.ledger,
         };
         let r = sim::run(cfg)?;
         if a.json {
@@ -115,6 +121,12 @@ fn main() -> anyhow::Result<()> {
                 r.sim_time_ms as f64 / 1000.0,
                 r.trace_hash,
             );
+            if let Some(p) = &r.payments {
+                println!(
+                    "           paid {} credits in {} claims ({} blocks), {} refunded; to cheating providers {}",
+                    p.paid, p.claims, p.blocks, p.refunded, p.paid_to_cheaters
+                );
+            }
             println!(
                 "           wrong in output {}  extra executions per task {:.3}  cheaters out {}/{}  honest out {}  ground truth {}  speculated {}  timed out {}  refused {}  crashes {}",
                 r.wrong_in_output,

@@ -214,3 +214,69 @@ fn a_message_over_the_control_bound_is_refused_before_decoding() {
     let err = wire::decode::<TaskRequest>(&big).expect_err("refused");
     assert!(err.contains("CONTROL_MESSAGE_BYTES_MAX"), "{err}");
 }
+
+fn blob_request_frame() -> Vec<u8> {
+    let request = BlobRequest {
+        hash: BlobHash::of(b"blob"),
+        offset: 1 << 20,
+    };
+    wire::blob_stream::request_frame(&request).expect("encodes")
+}
+
+proptest! {
+    /// The blob stream's framing: arbitrary bytes, and a valid request's
+    /// frame mutated, decode to a request or an error, never a panic; a
+    /// prefix over the bound is refused whatever follows; any answer header
+    /// is a size within the bound, "not found", or an error naming it.
+    #[test]
+    fn blob_stream_frames_of_any_bytes_decode_or_fail_cleanly(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        mutations in proptest::collection::vec(mutation(), 1..4),
+        header in any::<[u8; 8]>(),
+        bound in any::<u64>(),
+    ) {
+        let _ = wire::blob_stream::decode_request_frame(&bytes);
+        let mut frame = blob_request_frame();
+        for m in &mutations {
+            mutate(&mut frame, m);
+        }
+        if let Ok(request) = wire::blob_stream::decode_request_frame(&frame) {
+            // What decodes re-encodes within the bound.
+            let again = wire::blob_stream::request_frame(&request).expect("encodes");
+            prop_assert!(again.len() <= 4 + wire::blob_stream::REQUEST_BYTES_MAX);
+        }
+        let size = u64::from_le_bytes(header);
+        match wire::blob_stream::decode_answer(header, bound) {
+            Ok(wire::blob_stream::Answer::NotFound) => prop_assert_eq!(size, wire::blob_stream::NOT_FOUND),
+            Ok(wire::blob_stream::Answer::Size(s)) => prop_assert!(s == size && s <= bound),
+            Err(e) => prop_assert!(size > bound && e.contains("over its bound"), "{}", e),
+        }
+    }
+
+    #[test]
+    fn a_blob_request_prefix_over_its_bound_is_refused_before_any_read(len in (wire::blob_stream::REQUEST_BYTES_MAX as u32 + 1)..) {
+        let err = wire::blob_stream::request_len(len.to_le_bytes()).expect_err("over the bound");
+        prop_assert!(err.contains("REQUEST_BYTES_MAX"), "{}", err);
+    }
+}
+
+#[test]
+fn a_blob_request_frame_round_trips_and_an_answer_header_says_not_found() {
+    let frame = blob_request_frame();
+    let request = wire::blob_stream::decode_request_frame(&frame).expect("decodes");
+    assert_eq!(request.hash, BlobHash::of(b"blob"));
+    assert_eq!(request.offset, 1 << 20);
+    // A frame cut short, or longer than its prefix says, is refused.
+    assert!(wire::blob_stream::decode_request_frame(&frame[..frame.len() - 1]).is_err());
+    let mut long = frame.clone();
+    long.push(0);
+    assert!(wire::blob_stream::decode_request_frame(&long).is_err());
+    assert_eq!(
+        wire::blob_stream::decode_answer(wire::blob_stream::answer_header(None), 10),
+        Ok(wire::blob_stream::Answer::NotFound)
+    );
+    assert_eq!(
+        wire::blob_stream::decode_answer(wire::blob_stream::answer_header(Some(10)), 10),
+        Ok(wire::blob_stream::Answer::Size(10))
+    );
+}

@@ -297,6 +297,82 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, crate::NetError> {
     Ok(out)
 }
 
+/// The framing of a blob stream (one request, one answer), as plain
+/// functions so that every decoder of it is fuzzed: the request is its
+/// length (4 bytes, little-endian, at most `REQUEST_BYTES_MAX`) and its CBOR
+/// `BlobRequest`; the answer is the blob's size (8 bytes, little-endian;
+/// `NOT_FOUND` when the server does not have it) and its bytes from the
+/// request's offset on.
+pub mod blob_stream {
+    use super::BlobRequest;
+
+    /// Largest request a blob stream opens with (an encoded `BlobRequest`:
+    /// a hash and an offset, some 50 bytes).
+    pub const REQUEST_BYTES_MAX: usize = 4096;
+    /// The size a server sends for a blob it does not have.
+    pub const NOT_FOUND: u64 = u64::MAX;
+
+    /// The request as it goes on the stream.
+    pub fn request_frame(request: &BlobRequest) -> Result<Vec<u8>, crate::NetError> {
+        let body = super::encode(request)?;
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body);
+        Ok(frame)
+    }
+
+    /// The length a request's prefix announces, refused over its bound
+    /// before anything is read or allocated.
+    pub fn request_len(prefix: [u8; 4]) -> Result<usize, String> {
+        let len = u32::from_le_bytes(prefix) as usize;
+        if len > REQUEST_BYTES_MAX {
+            return Err(format!(
+                "a blob request of {len} bytes, over REQUEST_BYTES_MAX ({REQUEST_BYTES_MAX})"
+            ));
+        }
+        Ok(len)
+    }
+
+    /// A whole request frame (prefix and body), as a server reads it.
+    pub fn decode_request_frame(frame: &[u8]) -> Result<BlobRequest, String> {
+        let (prefix, body) = frame
+            .split_first_chunk::<4>()
+            .ok_or("a blob request shorter than its prefix")?;
+        let len = request_len(*prefix)?;
+        if body.len() != len {
+            return Err(format!(
+                "a blob request of {} bytes where its prefix says {len}",
+                body.len()
+            ));
+        }
+        super::decode(body)
+    }
+
+    /// What an answer's header says.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Answer {
+        NotFound,
+        Size(u64),
+    }
+
+    /// The header a server answers with.
+    pub fn answer_header(size: Option<u64>) -> [u8; 8] {
+        size.unwrap_or(NOT_FOUND).to_le_bytes()
+    }
+
+    /// An answer's header as the fetcher reads it: a size over
+    /// `bytes_max` is refused before anything is stored.
+    pub fn decode_answer(header: [u8; 8], bytes_max: u64) -> Result<Answer, String> {
+        match u64::from_le_bytes(header) {
+            NOT_FOUND => Ok(Answer::NotFound),
+            size if size > bytes_max => Err(format!(
+                "a blob of {size} bytes, over its bound of {bytes_max}"
+            )),
+            size => Ok(Answer::Size(size)),
+        }
+    }
+}
+
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     if bytes.len() as u64 > CONTROL_MESSAGE_BYTES_MAX {
         return Err(format!(

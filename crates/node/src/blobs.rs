@@ -80,15 +80,11 @@ pub const BLOB_STREAMS_SERVED_MAX: usize = 32;
 const BLOB_STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes moved per read or write on a blob stream.
 const STREAM_BUFFER_BYTES: usize = 1 << 20;
-/// The size a server sends for a blob it does not have.
-const NOT_FOUND: u64 = u64::MAX;
-/// Largest request a blob stream opens with (an encoded `BlobRequest`: a
-/// hash and an offset, some 50 bytes).
-const BLOB_STREAM_REQUEST_BYTES_MAX: usize = 4096;
+use net::wire::blob_stream;
 
-/// Serves the blob streams other peers open: each one request (CBOR
-/// `BlobRequest`, length-prefixed, at most 4 KiB), answered with the blob's
-/// size (8 bytes, little-endian) and its bytes from the offset on.
+/// Serves the blob streams other peers open: each one request, answered
+/// with the blob's size and its bytes from the offset on (the framing is
+/// `net::wire::blob_stream`'s).
 pub async fn serve_streams(
     mut incoming: net::IncomingStreams,
     net: NetHandle,
@@ -130,12 +126,7 @@ async fn serve_stream(
     tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut len))
         .await
         .map_err(idle)??;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > BLOB_STREAM_REQUEST_BYTES_MAX {
-        return Err(std::io::Error::other(format!(
-            "a blob request of {len} bytes, over BLOB_STREAM_REQUEST_BYTES_MAX ({BLOB_STREAM_REQUEST_BYTES_MAX})"
-        )));
-    }
+    let len = blob_stream::request_len(len).map_err(std::io::Error::other)?;
     let mut request = vec![0u8; len];
     tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut request))
         .await
@@ -144,7 +135,7 @@ async fn serve_stream(
     let mut file = match tokio::fs::File::open(blobs.path(&request.hash)).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            stream.write_all(&NOT_FOUND.to_le_bytes()).await?;
+            stream.write_all(&blob_stream::answer_header(None)).await?;
             return stream.close().await;
         }
         Err(e) => return Err(e),
@@ -152,7 +143,9 @@ async fn serve_stream(
     let total_bytes = file.metadata().await?.len();
     let offset = request.offset.min(total_bytes);
     file.seek(std::io::SeekFrom::Start(offset)).await?;
-    stream.write_all(&total_bytes.to_le_bytes()).await?;
+    stream
+        .write_all(&blob_stream::answer_header(Some(total_bytes)))
+        .await?;
     let mut buf = vec![0u8; STREAM_BUFFER_BYTES];
     let mut first = true;
     loop {
@@ -188,21 +181,17 @@ async fn fetch_on_stream(
     // have dropped it unanswered (its accept queue full under load, or over
     // BLOB_STREAMS_SERVED_MAX), and the chunk requests still work.
     let header = async {
-        let request = net::wire::encode(&BlobRequest { hash, offset: 0 }).ok()?;
-        stream
-            .write_all(&(request.len() as u32).to_le_bytes())
-            .await
-            .ok()?;
-        stream.write_all(&request).await.ok()?;
+        let frame = blob_stream::request_frame(&BlobRequest { hash, offset: 0 }).ok()?;
+        stream.write_all(&frame).await.ok()?;
         stream.flush().await.ok()?;
         let mut size = [0u8; 8];
         tokio::time::timeout(BLOB_STREAM_IDLE, stream.read_exact(&mut size))
             .await
             .ok()?
             .ok()?;
-        Some(u64::from_le_bytes(size))
+        Some(size)
     };
-    let Some(total_bytes) = header.await else {
+    let Some(header) = header.await else {
         tracing::debug!(target: "plexus::blob", %peer, "no answer on a blob stream for {hash}: fetching it in chunks");
         return None;
     };
@@ -213,14 +202,17 @@ async fn fetch_on_stream(
             ))
         };
         let io = |e: std::io::Error| Other(format!("blob {hash} from {peer}: {e}"));
-        if total_bytes == NOT_FOUND {
-            return Err(Other(format!("{peer} does not have blob {hash}")));
-        }
-        if total_bytes > store::BLOB_BYTES_MAX {
-            return Err(FetchError::Mismatch(format!(
-                "{peer} offered blob {hash} of {total_bytes} bytes, over BLOB_BYTES_MAX"
-            )));
-        }
+        let total_bytes = match blob_stream::decode_answer(header, store::BLOB_BYTES_MAX) {
+            Ok(blob_stream::Answer::Size(size)) => size,
+            Ok(blob_stream::Answer::NotFound) => {
+                return Err(Other(format!("{peer} does not have blob {hash}")));
+            }
+            Err(e) => {
+                return Err(FetchError::Mismatch(format!(
+                    "{peer} offered blob {hash}: {e} (BLOB_BYTES_MAX)"
+                )));
+            }
+        };
         let mut writer = blobs.writer().map_err(|e| Other(e.to_string()))?;
         let mut buf = vec![0u8; STREAM_BUFFER_BYTES];
         let mut left = total_bytes;

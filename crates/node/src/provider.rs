@@ -163,14 +163,14 @@ impl Provider {
     }
 
     pub fn status(&self) -> ProviderStatus {
-        let (knobs, totals, offer) = (self.core.knobs(), self.core.totals(), self.core.offer(0));
+        let (terms, totals) = (self.core.terms(), self.core.totals());
         ProviderStatus {
-            slots_total: knobs.slots,
+            slots_total: self.core.knobs().slots,
             slots_free: self.core.slots_free(),
             tasks_run: totals.tasks_run,
             fuel_used: totals.fuel_used,
-            fuel_per_sec: offer.fuel_per_sec,
-            price_per_gfuel: offer.price_per_gfuel,
+            fuel_per_sec: terms.fuel_per_sec,
+            price_per_gfuel: terms.price_per_gfuel,
         }
     }
 

@@ -299,6 +299,10 @@ impl<R: Copy + Ord + Hash + fmt::Debug> Core<R> {
         &self.knobs
     }
 
+    pub fn terms(&self) -> &Terms {
+        &self.terms
+    }
+
     pub fn strategy(&self) -> Strategy {
         self.strategy
     }

@@ -315,6 +315,14 @@ struct Provider {
     executed: u64,
 }
 
+/// The same failure for every attempt of a request.
+fn all_failed(attempts: &[Attempt], failure: &Failure) -> Vec<(Attempt, Answer)> {
+    attempts
+        .iter()
+        .map(|&a| (a, Answer::Failed(failure.clone())))
+        .collect()
+}
+
 /// The one requester, as providers name it.
 const REQUESTER: u32 = 0;
 
@@ -883,17 +891,10 @@ impl World {
                 provider::Action::Refuse(why) => {
                     self.refused += 1;
                     if let Some((request, attempts)) = asked {
-                        let reason = why.to_string();
-                        let answers = attempts
-                            .iter()
-                            .map(|&a| {
-                                let failure = Failure::Refused {
-                                    reason: reason.clone(),
-                                };
-                                (a, Answer::Failed(failure))
-                            })
-                            .collect();
-                        self.answer_back(peer, request, answers);
+                        let failure = Failure::Refused {
+                            reason: why.to_string(),
+                        };
+                        self.answer_back(peer, request, all_failed(attempts, &failure));
                     }
                 }
                 provider::Action::Admit { request: id } => {
@@ -935,17 +936,8 @@ impl World {
                 }
                 provider::Action::Fail { request, reason } => {
                     if let Some(w) = self.providers[peer as usize].work.remove(&request) {
-                        let answers = w
-                            .attempts
-                            .iter()
-                            .map(|&a| {
-                                let failure = Failure::Error {
-                                    reason: reason.clone(),
-                                };
-                                (a, Answer::Failed(failure))
-                            })
-                            .collect();
-                        self.answer_back(peer, w.request, answers);
+                        let failure = Failure::Error { reason };
+                        self.answer_back(peer, w.request, all_failed(&w.attempts, &failure));
                     }
                 }
                 provider::Action::Cancelled { .. }

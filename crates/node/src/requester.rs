@@ -358,6 +358,7 @@ impl Requester {
             .map_err(text)?;
         // Attempt numbers go on from the highest used.
         let attempts_used = db.last_attempts(&r.id).map_err(text)?;
+        let retries = self.recorded_retries(&r.id)?;
         let mut settled = Vec::new();
         for t in db.settled_tasks(&r.id).map_err(text)? {
             // An output lost from the store (a disk cleaned by hand) means
@@ -390,6 +391,7 @@ impl Requester {
             restored: scheduler::Restored {
                 settled,
                 attempts_used,
+                retries,
             },
         });
         tracing::info!(target: "plexus::job", job = %id, settled = tasks, tasks = r.tasks, "job resumed after a restart");
@@ -440,7 +442,7 @@ impl Requester {
             tasks_total: r.tasks,
             tasks_done: settled.len() as u64,
             tasks_in_flight: 0,
-            retries: 0,
+            retries: self.recorded_retries(&r.id)?,
             fuel: settled.iter().map(|t| t.fuel).sum(),
             providers: shares.into_values().collect(),
             verification: VerificationStatus {
@@ -465,6 +467,16 @@ impl Requester {
         );
         shell.recorded = Some(status);
         Ok(shell)
+    }
+
+    /// The attempts of a job that ended as a retry, by the database.
+    fn recorded_retries(&self, job: &str) -> Result<u64, String> {
+        let ends = self.db.attempt_ends(job).map_err(|e| e.to_string())?;
+        Ok(ends
+            .iter()
+            .filter(|(end, _)| scheduler::AttemptEnd::recorded_counts_as_retry(end))
+            .map(|(_, n)| n)
+            .sum())
     }
 
     fn job_dir(&self, id: &JobId) -> PathBuf {

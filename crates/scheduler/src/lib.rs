@@ -111,6 +111,9 @@ pub struct Restored<P> {
     /// The highest attempt number recorded per task (sent or not answered):
     /// the next attempt of each takes the next number.
     pub attempts_used: Vec<(u64, u32)>,
+    /// Attempts that ended without a result counting as a retry
+    /// ([`AttemptEnd::counts_as_retry`]), so the job's count goes on.
+    pub retries: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -180,12 +183,29 @@ pub enum AttemptEnd {
     JobEnded,
 }
 
+impl AttemptEnd {
+    /// Whether the job counts this end as a retry (a failure or a rejected
+    /// answer; not a surplus copy, nor a cancel with its job).
+    pub fn counts_as_retry(&self) -> bool {
+        matches!(self, AttemptEnd::Failed(_) | AttemptEnd::Rejected(_))
+    }
+
+    /// The same, of an end recorded as its text (`Display`): the one place
+    /// that text is read back, beside the one that writes it.
+    pub fn recorded_counts_as_retry(recorded: &str) -> bool {
+        recorded.starts_with(NO_RESULT) || recorded.starts_with(REJECTED)
+    }
+}
+
+const NO_RESULT: &str = "no result: ";
+const REJECTED: &str = "rejected: ";
+
 impl std::fmt::Display for AttemptEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AttemptEnd::Result => write!(f, "result"),
-            AttemptEnd::Failed(failure) => write!(f, "no result: {failure}"),
-            AttemptEnd::Rejected(reason) => write!(f, "rejected: {reason}"),
+            AttemptEnd::Failed(failure) => write!(f, "{NO_RESULT}{failure}"),
+            AttemptEnd::Rejected(reason) => write!(f, "{REJECTED}{reason}"),
             AttemptEnd::Surplus => write!(f, "cancelled: settled elsewhere"),
             AttemptEnd::JobEnded => write!(f, "cancelled with its job"),
         }
@@ -454,6 +474,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                 Restored {
                     settled: Vec::new(),
                     attempts_used: Vec::new(),
+                    retries: 0,
                 },
             ),
             Input::Restore {
@@ -515,6 +536,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             .verification
             .map(|policy| JobVerifier::new(spec.tasks, policy, spec.draw_seed));
         let mut core = JobCore::new(spec, verifier, now_ms);
+        core.retries = restored.retries;
         for (task, used) in restored.attempts_used {
             if let Some(t) = core.tasks.get_mut(task as usize) {
                 t.attempts = t.attempts.max(used);

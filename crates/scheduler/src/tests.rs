@@ -382,6 +382,7 @@ fn a_restored_job_keeps_its_settled_tasks_and_numbers_attempts_after_the_last() 
             payees: vec![(1, 10)],
         }],
         attempts_used: vec![(0, 1), (1, 3)],
+        retries: 2,
     };
     let actions = s.step(
         0,
@@ -401,7 +402,7 @@ fn a_restored_job_keeps_its_settled_tasks_and_numbers_attempts_after_the_last() 
         }]
     );
     let view = s.job(&job()).expect("present");
-    assert_eq!((view.tasks_done(), view.fuel()), (1, 10));
+    assert_eq!((view.tasks_done(), view.fuel(), view.retries()), (1, 10, 2));
 }
 
 #[test]

@@ -414,6 +414,8 @@ struct Disk {
     max_attempt: HashMap<u64, u32>,
     settled: HashMap<u64, SettledTask<u32>>,
     fuel_settled: u64,
+    /// Attempts ended that count as a retry.
+    retries: u64,
     records: HashMap<u32, Record>,
     ended: Option<(JobPhase, Option<String>)>,
 }
@@ -779,7 +781,12 @@ impl World {
                     self.pay();
                 }
             }
-            Write::JobStarted { .. } | Write::AttemptEnded { .. } | Write::Evidence { .. } => {}
+            Write::AttemptEnded { end, .. } => {
+                if end.counts_as_retry() {
+                    self.disk.retries += 1;
+                }
+            }
+            Write::JobStarted { .. } | Write::Evidence { .. } => {}
         }
     }
 
@@ -856,9 +863,17 @@ impl World {
     }
 
     fn check_after_step(&mut self) {
-        let Some((fuel, no_match)) = self.core.job(&job()).map(|v| (v.fuel(), v.no_match())) else {
+        let Some((fuel, no_match, retries)) = self
+            .core
+            .job(&job())
+            .map(|v| (v.fuel(), v.no_match(), v.retries()))
+        else {
             return;
         };
+        if retries != self.disk.retries && !self.commit_failed {
+            let detail = format!("job counts {retries} but {} recorded", self.disk.retries);
+            self.violation("retries", detail);
+        }
         if fuel != self.disk.fuel_settled && !self.commit_failed {
             let detail = format!(
                 "job fuel {fuel} but settled tasks hold {}",
@@ -1273,6 +1288,7 @@ impl World {
             restored: Restored {
                 settled,
                 attempts_used,
+                retries: self.disk.retries,
             },
         });
     }

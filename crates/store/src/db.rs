@@ -462,6 +462,22 @@ impl Db {
         Ok(rows)
     }
 
+    /// How a job's ended attempts ended, each text with its count.
+    pub fn attempt_ends(&self, job: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT ended, COUNT(*) FROM attempts WHERE job = ?1 AND ended IS NOT NULL GROUP BY ended ORDER BY ended",
+            )
+            .map_err(sql("read attempts"))?;
+        let rows = stmt
+            .query_map([job], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(sql("read attempts"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read attempts"))?;
+        Ok(rows)
+    }
+
     /// Tasks of a job handed out at or after `since_ms`.
     pub fn tasks_attempted_since(&self, job: &str, since_ms: u64) -> Result<Vec<u64>, StoreError> {
         let mut stmt = self
@@ -804,6 +820,10 @@ mod tests {
             db.abandon_open_attempts("j1", "restarted")
                 .expect("abandon"),
             0
+        );
+        assert_eq!(
+            db.attempt_ends("j1").expect("ends"),
+            vec![("no answer".into(), 1), ("restarted".into(), 2)]
         );
         assert_eq!(
             db.job_state("j2").expect("state").as_deref(),

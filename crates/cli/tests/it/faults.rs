@@ -14,7 +14,7 @@ fn a_silent_provider_costs_each_task_at_most_one_deadline_before_it_is_routed_ar
     // A 5 s deadline: an attempt is given up 5 s + ATTEMPT_MARGIN after it was sent.
     let text = std::fs::read_to_string(&job).expect("job") + "[limits]\ntimeout_secs = 5\n";
     let job = env.write("silent-limited.toml", &text);
-    let requester = NodeProcess::requester(&env);
+    let mut requester = NodeProcess::requester(&env);
     let honest: Vec<NodeProcess> = (0..2)
         .map(|i| NodeProcess::provider(&env, &format!("honest{i}"), &requester, &[]))
         .collect();
@@ -57,6 +57,14 @@ fn a_silent_provider_costs_each_task_at_most_one_deadline_before_it_is_routed_ar
         waited.len(),
         status["elapsed_s"].as_f64().unwrap_or(0.0)
     );
+    // The ended job, listed after a restart from the database alone, keeps
+    // its count of retries.
+    let id = id.to_owned();
+    drop(requester);
+    requester = NodeProcess::requester(&env);
+    let listed = requester.get(&format!("/api/jobs/{id}"));
+    assert_eq!(listed["state"], "completed", "{listed}");
+    assert_eq!(listed["retries"], status["retries"], "{listed}");
     drop(honest);
 }
 

@@ -320,6 +320,7 @@ proptest! {
             memory_bytes_min: memory_min_mib.map(|m| m * MIB),
             engine: want_engine.map(|e| format!("e{e}")),
             verified_min,
+            budget: None,
         };
         let needs = Needs { requirements: &requirements, task_memory_bytes: task_memory_mib * MIB };
         let unmet = needs.unmet(&o, verified);

@@ -39,6 +39,8 @@ pub(crate) struct Out<P> {
     /// The request that carried it (a batch's attempts share one).
     pub request: RequestId,
     pub sent_at_ms: u64,
+    /// Its provider's price when it was sent: the price agreed for it.
+    pub price_per_gfuel: u64,
 }
 
 /// A provider's part in a job.
@@ -96,6 +98,21 @@ pub(crate) struct JobCore<P> {
     /// Why no offer took its tasks at the last tick, while none did.
     pub no_match: Option<NoMatch>,
     pub submitted_at_ms: u64,
+    /// What the job may have to pay, in nanocredits (fuel × price per Gfuel):
+    /// the worst case of each execution out, the cost of each result come
+    /// back, and after a restart its settled tasks at its highest price. A
+    /// budget bounds it; only results can be paid, so pay never exceeds it.
+    pub committed_nano: u128,
+}
+
+/// Nanocredits that `fuel` costs at `price_per_gfuel` (credits per 10⁹ fuel).
+pub(crate) fn cost_nano(fuel: u64, price_per_gfuel: u64) -> u128 {
+    u128::from(fuel) * u128::from(price_per_gfuel)
+}
+
+/// Whole credits of a nanocredit amount, rounded up (for messages).
+pub(crate) fn credits_ceil(nano: u128) -> u128 {
+    nano.div_ceil(1_000_000_000)
 }
 
 impl<P: Copy + Ord + Hash> JobCore<P> {
@@ -128,7 +145,51 @@ impl<P: Copy + Ord + Hash> JobCore<P> {
             failures: HashMap::new(),
             no_match: None,
             submitted_at_ms: now_ms,
+            committed_nano: 0,
         }
+    }
+
+    /// The job's budget in nanocredits, if it has one.
+    pub fn budget_nano(&self) -> Option<u128> {
+        let budget = self.spec.requirements.budget?;
+        Some(u128::from(budget.0) * 1_000_000_000)
+    }
+
+    /// The most one execution may cost at `price_per_gfuel`: its fuel limit's
+    /// worth (0 unmetered, which a job with a budget never is).
+    pub fn worst_nano(&self, price_per_gfuel: u64) -> u128 {
+        cost_nano(self.spec.limits.fuel.unwrap_or(0), price_per_gfuel)
+    }
+
+    /// How many more executions the budget lets go out at `price_per_gfuel`.
+    pub fn budget_room(&self, price_per_gfuel: u64) -> usize {
+        let Some(budget) = self.budget_nano() else {
+            return usize::MAX;
+        };
+        let worst = self.worst_nano(price_per_gfuel);
+        let left = budget.saturating_sub(self.committed_nano);
+        match left.checked_div(worst) {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => usize::MAX,
+        }
+    }
+
+    /// An execution went out: its worst case is committed.
+    pub fn commit_out(&mut self, out: &Out<P>) {
+        self.committed_nano += self.worst_nano(out.price_per_gfuel);
+    }
+
+    /// An execution is no longer out: its worst case is released.
+    pub fn release_out(&mut self, out: &Out<P>) {
+        let worst = self.worst_nano(out.price_per_gfuel);
+        self.committed_nano = self.committed_nano.saturating_sub(worst);
+    }
+
+    /// A result came back: its cost (its fuel, at most the limit, at the
+    /// price agreed) is committed, whether or not it is the one paid.
+    pub fn commit_result(&mut self, out: &Out<P>, fuel: u64) {
+        let fuel = fuel.min(self.spec.limits.fuel.unwrap_or(0));
+        self.committed_nano += cost_nano(fuel, out.price_per_gfuel);
     }
 
     pub fn needs(&self) -> Needs<'_> {
@@ -348,6 +409,11 @@ impl<P: Copy + Ord + Hash> JobView<'_, P> {
     pub fn pending(&self) -> u64 {
         self.core.wanted() as u64
     }
+    /// What the job has committed to pay so far, in whole credits (rounded up).
+    pub fn committed_credits(&self) -> u128 {
+        credits_ceil(self.core.committed_nano)
+    }
+
     pub fn retries(&self) -> u64 {
         self.core.retries
     }

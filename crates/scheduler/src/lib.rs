@@ -554,6 +554,9 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             core.done += 1;
             core.fuel += s.fuel;
             for (peer, fuel) in &s.payees {
+                // What it cost is bounded by the job's highest price.
+                let price_max = core.spec.requirements.price_per_gfuel_max.unwrap_or(0);
+                core.committed_nano += job::cost_nano(*fuel, price_max);
                 let share = core.share(*peer);
                 share.tasks_done += 1;
                 share.fuel += fuel;
@@ -686,6 +689,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                 let share = job.share(peer);
                 share.busy_ms += reported.run_ms;
                 job.answer_bytes_max = job.answer_bytes_max.max(reported.answer_bytes);
+                job.commit_result(&out, reported.fuel);
                 let (fuel, claim) = (reported.fuel, reported.claim.clone());
                 job.report(attempt.task, peer, reported);
                 let Some(v) = &mut job.verifier else {
@@ -816,8 +820,9 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             let (peer, job_id, attempts) = (r.peer, r.job.clone(), r.attempts.clone());
             for a in attempts {
                 if let Some(job) = self.jobs.get_mut(&job_id)
-                    && job.running.remove(&a).is_some()
+                    && let Some(out) = job.running.remove(&a)
                 {
+                    job.release_out(&out);
                     job.share(peer).in_flight = job.share(peer).in_flight.saturating_sub(1);
                     if let Some(v) = &mut job.verifier {
                         let _ = v.on_failure(a.task, peer, false);
@@ -918,6 +923,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         let Some(out) = job.running.remove(&attempt) else {
             return;
         };
+        job.release_out(&out);
         let share = job.share(out.peer);
         share.in_flight = share.in_flight.saturating_sub(1);
         self.persist(Write::AttemptEnded {
@@ -1046,7 +1052,11 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         {
             return Turn::Unfit;
         }
-        let size = job.batch_size(self.book.slots_live(), &self.knobs);
+        let price_per_gfuel = self.book.get(&peer).map_or(0, |l| l.offer.price_per_gfuel);
+        // The budget lets out only what it can pay in the worst case.
+        let size = job
+            .batch_size(self.book.slots_live(), &self.knobs)
+            .min(job.budget_room(price_per_gfuel));
         let mut batch = Vec::with_capacity(size);
         let mut bytes = 0;
         while batch.len() < size && bytes < self.knobs.batch_bytes_budget {
@@ -1119,6 +1129,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         let request = self.next_request.take_next();
         let record = self.records.get(&peer).copied();
         let fuel_per_sec = self.book.get(&peer).map_or(0, |l| l.offer.fuel_per_sec);
+        let price_per_gfuel = self.book.get(&peer).map_or(0, |l| l.offer.price_per_gfuel);
         let job = self.jobs.get_mut(job_id).expect("exists");
         let mut attempts = Vec::with_capacity(tasks.len());
         let mut verdicts = Vec::new();
@@ -1129,14 +1140,14 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                 task,
                 attempt: t.attempts,
             };
-            job.running.insert(
-                attempt,
-                Out {
-                    peer,
-                    request,
-                    sent_at_ms: now_ms,
-                },
-            );
+            let out = Out {
+                peer,
+                request,
+                sent_at_ms: now_ms,
+                price_per_gfuel,
+            };
+            job.commit_out(&out);
+            job.running.insert(attempt, out);
             job.stragglers.push(Reverse((now_ms, attempt)));
             job.share(peer).in_flight += 1;
             if let Some(v) = &mut job.verifier {
@@ -1507,10 +1518,34 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
     /// execution no live provider may take (all hold the task, are caught,
     /// or share its holders' network) falls to the requester.
     fn explain_and_starve(&mut self, now_ms: u64) {
+        let mut spent = Vec::new();
         for j in 0..self.running.len() {
             let job_id = self.running[j].clone();
             let job = &self.jobs[&job_id];
             let waiting = job.wanted() > 0 && job.running.is_empty();
+            // Nothing out and the cheapest offer it could take costs more
+            // in the worst case than is left: the budget is spent.
+            if waiting && let Some(budget) = job.budget_nano() {
+                let cheapest = self.book.ranked().find(|k| {
+                    !job.excluded.contains(&k.4)
+                        && !is_caught(self.records.get(&k.4))
+                        && self.check_needs(job, &k.4).is_ok()
+                });
+                if let Some(&(price, ..)) = cheapest
+                    && job.budget_room(price) == 0
+                {
+                    spent.push((
+                        job_id.clone(),
+                        format!(
+                            "budget spent: {} of {} credits committed; one more task may cost {} at the cheapest offer ({price} per Gfuel × its fuel limit); raise requirements.budget or lower limits.fuel",
+                            job::credits_ceil(job.committed_nano),
+                            job::credits_ceil(budget),
+                            job::credits_ceil(job.worst_nano(price)),
+                        ),
+                    ));
+                    continue;
+                }
+            }
             let explained = waiting.then(|| {
                 let mut seen = NoMatch::default();
                 for (peer, listing) in self.book.listings() {
@@ -1552,6 +1587,9 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                     .unwrap_or_default();
                 self.apply(now_ms, &job_id, actions);
             }
+        }
+        for (job_id, error) in spent {
+            self.fail(&job_id, error);
         }
     }
 

@@ -646,3 +646,70 @@ proptest! {
         }
     }
 }
+
+/// A result that used the task's whole fuel limit.
+fn full_result(task: u64) -> Answer {
+    match result_of(task) {
+        Answer::Result(r) => Answer::Result(Reported {
+            fuel: 1_000_000,
+            ..r
+        }),
+        other => other,
+    }
+}
+
+#[test]
+fn a_budget_lets_out_only_what_it_can_pay_in_the_worst_case_and_the_job_fails_once_it_is_spent() {
+    // One execution's worst case: 10⁶ fuel × 1000 per Gfuel = 1 credit.
+    let mut s = core_with(&[(1000, 4)]);
+    let mut spec = spec(10, false);
+    spec.requirements.price_per_gfuel_max = Some(1000);
+    spec.requirements.budget = Some(types::Credits(3));
+    let actions = s.step(0, Input::Submit { job: job(), spec });
+    let out = sends(&actions);
+    let sent: usize = out.iter().map(|(_, _, a)| a.len()).sum();
+    assert_eq!(sent, 3, "credit for 5, budget for 3: {out:?}");
+    // A task that fails frees its worst case; one more goes out instead.
+    let (request, peer, attempts) = out[0].clone();
+    let failed = s.step(
+        1,
+        Input::Answers {
+            request,
+            peer,
+            answers: vec![(
+                attempts[0],
+                Answer::Failed(Failure::Error { reason: "x".into() }),
+            )],
+        },
+    );
+    let again: usize = sends(&failed).iter().map(|(_, _, a)| a.len()).sum();
+    assert_eq!(again, 1, "{failed:?}");
+    // Every result costs its whole limit: three paid, none more sent.
+    let mut all = out[1..].to_vec();
+    all.extend(sends(&failed));
+    for (request, peer, attempts) in all {
+        let answers = attempts.iter().map(|a| (*a, full_result(a.task))).collect();
+        let more = s.step(
+            2,
+            Input::Answers {
+                request,
+                peer,
+                answers,
+            },
+        );
+        assert!(sends(&more).is_empty(), "{more:?}");
+    }
+    let view = s.job(&job()).expect("present");
+    assert_eq!((view.tasks_done(), view.committed_credits()), (3, 3));
+    let ended = s.step(3, Input::Tick);
+    let error = writes(&ended).iter().find_map(|w| match w {
+        Write::JobEnded {
+            phase: JobPhase::Failed,
+            error,
+            ..
+        } => error.clone(),
+        _ => None,
+    });
+    let error = error.expect("the job fails when its budget is spent");
+    assert!(error.starts_with("budget spent: 3 of 3 credits"), "{error}");
+}

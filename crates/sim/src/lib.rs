@@ -498,9 +498,20 @@ fn claim_id(claim: &Claim) -> u64 {
 }
 
 pub fn spec(cfg: &SimConfig, draw_seed: u64) -> JobSpec {
+    // Paying on the ledger, the job's budget is its escrow: the core must
+    // never commit more than it holds (every claim accepted proves it).
+    let requirements = if cfg.ledger {
+        Requirements {
+            price_per_gfuel_max: Some(PRICE_MAX),
+            budget: Some(types::Credits(cfg.tasks.max(1) * BUDGET_PER_TASK)),
+            ..Requirements::default()
+        }
+    } else {
+        Requirements::default()
+    };
     JobSpec {
         tasks: cfg.tasks,
-        requirements: Requirements::default(),
+        requirements,
         limits: TaskLimits {
             fuel: Some(1_000_000_000),
             deadline_ms: 30_000,
@@ -863,13 +874,20 @@ impl World {
     }
 
     fn check_after_step(&mut self) {
-        let Some((fuel, no_match, retries)) = self
+        let Some((fuel, no_match, retries, committed)) = self
             .core
             .job(&job())
-            .map(|v| (v.fuel(), v.no_match(), v.retries()))
+            .map(|v| (v.fuel(), v.no_match(), v.retries(), v.committed_credits()))
         else {
             return;
         };
+        let budget = spec(&self.cfg, 0).requirements.budget;
+        if let Some(budget) = budget
+            && committed > u128::from(budget.0)
+        {
+            let detail = format!("{committed} credits committed, the budget is {budget}");
+            self.violation("budget", detail);
+        }
         if retries != self.disk.retries && !self.commit_failed {
             let detail = format!("job counts {retries} but {} recorded", self.disk.retries);
             self.violation("retries", detail);

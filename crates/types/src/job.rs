@@ -32,6 +32,7 @@
 //! memory_mib_min = 1024         # task memory a provider must allow (besides limits.memory_mib)
 //! engine = "wasmtime-48.0.8..." # only providers of this engine identity
 //! verified_min = 10             # only providers with this many verified results
+//! budget = 5000                 # credits the whole job may cost, at most (needs price_per_gfuel_max)
 //!
 //! [assemble]
 //! kind = "tiles-png"
@@ -44,6 +45,7 @@
 //! Parsing is pure: the caller reads the file and passes its text and name,
 //! and every error names the file, the line and the field.
 
+use crate::Credits;
 use crate::limits::{self, TaskLimits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -194,6 +196,11 @@ pub struct Requirements {
     /// Only providers with at least this many results verified by this
     /// requester.
     pub verified_min: Option<u64>,
+    /// The most the whole job may cost, in credits: no task is sent whose
+    /// worst case (its fuel limit at its provider's price) would take what
+    /// the job has committed past it. Needs `price_per_gfuel_max`, so that
+    /// what settled tasks cost is bounded after a restart too.
+    pub budget: Option<Credits>,
 }
 
 /// One task of a job, with its arguments filled in.
@@ -325,6 +332,7 @@ struct RawRequirements {
     memory_mib_min: Option<Spanned<u64>>,
     engine: Option<Spanned<String>>,
     verified_min: Option<u64>,
+    budget: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -674,11 +682,32 @@ impl Ctx<'_> {
         {
             return Err(self.at(engine.span(), "`requirements.engine` is empty"));
         }
+        if let Some(budget) = &r.budget {
+            if *budget.get_ref() == 0 {
+                return Err(self.at(
+                    budget.span(),
+                    "`requirements.budget` must be at least 1 credit",
+                ));
+            }
+            if task_limits.fuel.is_none() {
+                return Err(self.at(
+                    budget.span(),
+                    "`requirements.budget` needs metered tasks (`limits.unmetered` is on)",
+                ));
+            }
+            if r.price_per_gfuel_max.is_none() {
+                return Err(self.at(
+                    budget.span(),
+                    "`requirements.budget` needs `requirements.price_per_gfuel_max` (the escrow's price)",
+                ));
+            }
+        }
         let requirements = Requirements {
             price_per_gfuel_max: r.price_per_gfuel_max,
             memory_bytes_min,
             engine: r.engine.map(Spanned::into_inner),
             verified_min: r.verified_min,
+            budget: r.budget.map(|b| Credits(b.into_inner())),
         };
 
         Ok(Job {

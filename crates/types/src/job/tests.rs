@@ -149,7 +149,7 @@ fn requirements_are_optional_and_parsed_with_their_units() {
     let none = Job::parse("job.toml", RENDER).expect("valid");
     assert_eq!(none.requirements, Requirements::default());
     let text = format!(
-        "{RENDER}\n[requirements]\nprice_per_gfuel_max = 50\nmemory_mib_min = 2048\nengine = \"e1\"\nverified_min = 3\n"
+        "{RENDER}\n[requirements]\nprice_per_gfuel_max = 50\nmemory_mib_min = 2048\nengine = \"e1\"\nverified_min = 3\nbudget = 900\n"
     );
     let job = Job::parse("job.toml", &text).expect("valid");
     assert_eq!(
@@ -159,8 +159,18 @@ fn requirements_are_optional_and_parsed_with_their_units() {
             memory_bytes_min: Some(2048 * limits::MIB),
             engine: Some("e1".into()),
             verified_min: Some(3),
+            budget: Some(Credits(900)),
         }
     );
+    let err = parse_err(&format!("{RENDER}\n[requirements]\nbudget = 100\n"));
+    assert!(
+        err.contains("needs `requirements.price_per_gfuel_max`"),
+        "{err}"
+    );
+    let err = parse_err(&format!(
+        "{RENDER}\n[requirements]\nprice_per_gfuel_max = 5\nbudget = 0\n"
+    ));
+    assert!(err.contains("at least 1 credit"), "{err}");
     let err = parse_err(&format!("{RENDER}\n[requirements]\nprice = 5\n"));
     assert!(err.contains("price"), "{err}");
     let err = parse_err(&format!("{RENDER}\n[requirements]\nengine = \" \"\n"));

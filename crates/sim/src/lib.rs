@@ -443,6 +443,8 @@ struct World {
     wrong: HashMap<u64, bool>,
     commit_fail_at_step: Option<u64>,
     commit_failed: bool,
+    /// The job's budget (with `--ledger`), read once.
+    budget: Option<types::Credits>,
     crashes: u32,
     steps: u64,
     events_run: u64,
@@ -589,6 +591,7 @@ impl World {
             wrong: HashMap::new(),
             commit_fail_at_step,
             commit_failed: false,
+            budget: spec(&cfg, 0).requirements.budget,
             crashes: 0,
             steps: 0,
             events_run: 0,
@@ -881,8 +884,7 @@ impl World {
         else {
             return;
         };
-        let budget = spec(&self.cfg, 0).requirements.budget;
-        if let Some(budget) = budget
+        if let Some(budget) = self.budget
             && committed > u128::from(budget.0)
         {
             let detail = format!("{committed} credits committed, the budget is {budget}");

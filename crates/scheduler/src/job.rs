@@ -179,10 +179,13 @@ impl<P: Copy + Ord + Hash> JobCore<P> {
         self.committed_nano += self.worst_nano(out.price_per_gfuel);
     }
 
-    /// An execution is no longer out: its worst case is released.
-    pub fn release_out(&mut self, out: &Out<P>) {
+    /// An execution is no longer out: taken from those running, its worst
+    /// case released (the one way an execution leaves `running`).
+    pub fn take_out(&mut self, attempt: &Attempt) -> Option<Out<P>> {
+        let out = self.running.remove(attempt)?;
         let worst = self.worst_nano(out.price_per_gfuel);
         self.committed_nano = self.committed_nano.saturating_sub(worst);
+        Some(out)
     }
 
     /// A result came back: its cost (its fuel, at most the limit, at the

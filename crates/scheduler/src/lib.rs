@@ -553,9 +553,9 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             t.fuel = s.fuel;
             core.done += 1;
             core.fuel += s.fuel;
+            // What it cost is bounded by the job's highest price.
+            let price_max = core.spec.requirements.price_per_gfuel_max.unwrap_or(0);
             for (peer, fuel) in &s.payees {
-                // What it cost is bounded by the job's highest price.
-                let price_max = core.spec.requirements.price_per_gfuel_max.unwrap_or(0);
                 core.committed_nano += job::cost_nano(*fuel, price_max);
                 let share = core.share(*peer);
                 share.tasks_done += 1;
@@ -820,9 +820,8 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             let (peer, job_id, attempts) = (r.peer, r.job.clone(), r.attempts.clone());
             for a in attempts {
                 if let Some(job) = self.jobs.get_mut(&job_id)
-                    && let Some(out) = job.running.remove(&a)
+                    && job.take_out(&a).is_some()
                 {
-                    job.release_out(&out);
                     job.share(peer).in_flight = job.share(peer).in_flight.saturating_sub(1);
                     if let Some(v) = &mut job.verifier {
                         let _ = v.on_failure(a.task, peer, false);
@@ -920,10 +919,9 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         let Some(job) = self.jobs.get_mut(job_id) else {
             return;
         };
-        let Some(out) = job.running.remove(&attempt) else {
+        let Some(out) = job.take_out(&attempt) else {
             return;
         };
-        job.release_out(&out);
         let share = job.share(out.peer);
         share.in_flight = share.in_flight.saturating_sub(1);
         self.persist(Write::AttemptEnded {
@@ -1019,6 +1017,14 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
         };
         let verified = self.records.get(peer).map_or(0, |r| r.verified);
         job.needs().check(&listing.offer, verified)
+    }
+
+    /// Whether `peer` may take tasks of `job` at all: not excluded from it,
+    /// not caught, its offer meeting the job.
+    fn may_serve(&self, job: &JobCore<P>, peer: &P) -> bool {
+        !job.excluded.contains(peer)
+            && !is_caught(self.records.get(peer))
+            && self.check_needs(job, peer).is_ok()
     }
 
     /// Whether `peer` may run `task` of `job` by the verifier's placement
@@ -1128,8 +1134,10 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
     fn send(&mut self, now_ms: u64, job_id: &JobId, peer: P, tasks: Vec<u64>) {
         let request = self.next_request.take_next();
         let record = self.records.get(&peer).copied();
-        let fuel_per_sec = self.book.get(&peer).map_or(0, |l| l.offer.fuel_per_sec);
-        let price_per_gfuel = self.book.get(&peer).map_or(0, |l| l.offer.price_per_gfuel);
+        let (fuel_per_sec, price_per_gfuel) = self
+            .book
+            .get(&peer)
+            .map_or((0, 0), |l| (l.offer.fuel_per_sec, l.offer.price_per_gfuel));
         let job = self.jobs.get_mut(job_id).expect("exists");
         let mut attempts = Vec::with_capacity(tasks.len());
         let mut verdicts = Vec::new();
@@ -1526,11 +1534,7 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
             // Nothing out and the cheapest offer it could take costs more
             // in the worst case than is left: the budget is spent.
             if waiting && let Some(budget) = job.budget_nano() {
-                let cheapest = self.book.ranked().find(|k| {
-                    !job.excluded.contains(&k.4)
-                        && !is_caught(self.records.get(&k.4))
-                        && self.check_needs(job, &k.4).is_ok()
-                });
+                let cheapest = self.book.ranked().find(|k| self.may_serve(job, &k.4));
                 if let Some(&(price, ..)) = cheapest
                     && job.budget_room(price) == 0
                 {
@@ -1565,13 +1569,10 @@ impl<P: Copy + Ord + Hash + Debug> Scheduler<P> {
                         job.verifier
                             .as_ref()
                             .is_some_and(|v| v.needs_run(task) && v.holders(task).next().is_some())
-                            && !self.book.ranked().any(|k| {
-                                let peer = &k.4;
-                                !job.excluded.contains(peer)
-                                    && !is_caught(self.records.get(peer))
-                                    && self.check_needs(job, peer).is_ok()
-                                    && self.may_run(job, task, peer)
-                            })
+                            && !self
+                                .book
+                                .ranked()
+                                .any(|k| self.may_serve(job, &k.4) && self.may_run(job, task, &k.4))
                     })
                     .collect()
             };

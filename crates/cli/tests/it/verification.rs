@@ -110,7 +110,11 @@ fn cheaters_among_twelve_providers_are_all_caught_and_never_change_the_output() 
         );
     }
     assert!(count(&status, "disagreements") >= 2);
-    assert!(count(&status, "by_ground_truth") >= 2, "{status}");
+    // Each disagreement is settled by the requester's own run; both
+    // cheaters may hold replicas of one task, and one run catches both
+    // (that both were caught is the exclusion asserted above).
+    assert!(count(&status, "by_ground_truth") >= 1, "{status}");
+    assert!(count(&status, "ground_truth_runs") >= 1, "{status}");
     let verified = [
         "by_replicas",
         "by_spot_check",

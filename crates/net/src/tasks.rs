@@ -426,7 +426,10 @@ mod tests {
     }
 
     /// Connections past CONNECTIONS_PER_PEER_MAX between two nodes are
-    /// refused by the limit, and counted.
+    /// refused by the limit, and counted. Each end holds its own limit, so
+    /// one connection past the bound may be refused by both ends at once
+    /// (the dialler's as it is established, the listener's as it arrives):
+    /// every extra one is refused at least once and at most twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_past_the_per_peer_bound_are_refused_and_counted() {
         let (provider, _provider_events, addrs) = crate::spawn(config()).await.expect("net");
@@ -441,10 +444,13 @@ mod tests {
         while denied() < u64::from(extra) && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            denied(),
-            u64::from(extra),
-            "each connection past the bound refused once"
+        // Let any second refusal of the same connections be counted too.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let refused = denied();
+        assert!(
+            (u64::from(extra)..=2 * u64::from(extra)).contains(&refused),
+            "each of the {extra} connections past the bound refused by one end or both, \
+             counted {refused}"
         );
         let peers = requester.connected_peers().await.expect("peers");
         assert_eq!(

@@ -234,24 +234,35 @@ fn an_expired_escrow_takes_no_claims_and_anyone_may_release_it_to_its_owner() {
 }
 
 #[test]
-fn a_refused_transaction_changes_nothing_not_even_its_nonce() {
+fn a_refused_transaction_changes_nothing_but_uses_its_nonce() {
     let mut c = Chain::new(&[(0, 10)]);
     let before = c.state.clone();
+    let overdrawn = c.signed(
+        0,
+        Tx::Transfer {
+            to: id(1),
+            amount: Credits(11),
+        },
+    );
+    let unstake = SignedTx::sign(&key(0), 1, Tx::Unstake { amount: Credits(1) }).expect("signs");
     let receipts = c.block(vec![
-        c.signed(
-            0,
-            Tx::Transfer {
-                to: id(1),
-                amount: Credits(11),
-            },
-        ),
-        c.signed(0, Tx::Unstake { amount: Credits(1) }),
+        overdrawn,
+        unstake,
         c.signed(3, Tx::Unstake { amount: Credits(1) }),
     ]);
     assert!(receipts.iter().all(Result::is_err), "{receipts:?}");
+    assert!(
+        matches!(receipts[1], Err(LedgerError::InsufficientStake { .. })),
+        "{receipts:?}"
+    );
+    // Both of account 0's refusals used their nonces (so a later
+    // transaction of its own, signed with the next, still applies); the
+    // stranger with no account is given none.
     let mut expected = before;
     expected.height = 1;
+    expected.accounts.get_mut(&id(0)).expect("account").nonce = 2;
     assert_eq!(c.state, expected);
+    assert!(c.state.account(&id(3)).is_none());
     // A signature over another nonce, or by someone else, is refused.
     let mut forged = c.signed(
         0,
@@ -274,8 +285,8 @@ fn a_refused_transaction_changes_nothing_not_even_its_nonce() {
     assert_eq!(
         receipts[2],
         Err(LedgerError::Nonce {
-            got: 0,
-            expected: 1
+            got: 2,
+            expected: 3
         })
     );
 }
@@ -522,8 +533,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Turns ops into blocks of signed transactions (nonces as the state
-/// would have them if every transaction applied; refused ones leave later
-/// nonces of the block too high, and those are refused too).
+/// would have them if every transaction's nonce were used: a refused one
+/// uses its own, but a bad nonce uses none and leaves the later nonces of
+/// its signer in the block too high, and those are refused too).
 fn blocks(start: &State, ops: &[Op]) -> Vec<Block> {
     let mut nonces: BTreeMap<AccountId, u64> = BTreeMap::new();
     let mut state = start.clone();
@@ -626,9 +638,30 @@ proptest! {
             (id(3), Credits(250)),
         ]).expect("genesis");
         let chain = blocks(&genesis, &ops);
-        let (mut a, mut b) = (genesis.clone(), genesis);
+        let (mut a, mut b) = (genesis.clone(), genesis.clone());
+        // A copy that takes from `a` only what `touched` names, as a store
+        // that writes those entries does: it must stay equal to `a`.
+        let mut mirror = genesis;
         for block in &chain {
+            let touched = a.touched(block);
             let ra = a.apply_block(block).expect("valid");
+            for id in &touched.accounts {
+                match a.accounts.get(id) {
+                    Some(account) => mirror.accounts.insert(*id, account.clone()),
+                    None => mirror.accounts.remove(id),
+                };
+            }
+            for job in &touched.escrows {
+                match a.escrows.get(job) {
+                    Some(escrow) => mirror.escrows.insert(job.clone(), escrow.clone()),
+                    None => mirror.escrows.remove(job),
+                };
+            }
+            mirror.height = a.height;
+            mirror.minted = a.minted;
+            mirror.burned = a.burned;
+            mirror.slashed = a.slashed.clone();
+            prop_assert!(mirror == a, "a block changed an entry `touched` does not name");
             let rb = b.apply_block(block).expect("valid");
             prop_assert_eq!(ra, rb);
             if let Err(e) = a.check_supply() {
@@ -667,4 +700,64 @@ proptest! {
             prop_assert_eq!(a.app_hash(), b.app_hash());
         }
     }
+}
+
+/// The block at which an unstake matures changes the account with no
+/// transaction of its own: `touched` names it then, and not before.
+#[test]
+fn unbonding_that_matures_touches_its_account() {
+    let mut chain = Chain::new(&[(0, 100)]);
+    chain
+        .run(
+            0,
+            Tx::Stake {
+                amount: Credits(40),
+            },
+        )
+        .expect("staked");
+    chain
+        .run(
+            0,
+            Tx::Unstake {
+                amount: Credits(40),
+            },
+        )
+        .expect("unstaking");
+    let returns_at = chain.state.height + UNBONDING_BLOCKS;
+    while chain.state.height + 1 < returns_at {
+        let empty = Block {
+            height: chain.state.height + 1,
+            txs: Vec::new(),
+        };
+        assert!(chain.state.touched(&empty).accounts.is_empty());
+        chain.block(Vec::new());
+    }
+    let maturing = Block {
+        height: returns_at,
+        txs: Vec::new(),
+    };
+    assert_eq!(
+        chain.state.touched(&maturing).accounts,
+        BTreeSet::from([id(0)])
+    );
+    chain.block(Vec::new());
+    assert_eq!(chain.state.balance(&id(0)), Credits(100));
+}
+
+#[test]
+fn a_transaction_verifies_and_its_id_changes_with_any_field() {
+    let chain = Chain::new(&[(0, 100)]);
+    let tx = chain.signed(
+        0,
+        Tx::Transfer {
+            to: id(1),
+            amount: Credits(5),
+        },
+    );
+    tx.verify().expect("verifies");
+    let mut other = tx.clone();
+    other.nonce += 1;
+    assert_eq!(other.verify(), Err(LedgerError::BadSignature));
+    assert_ne!(tx.id().expect("id"), other.id().expect("id"));
+    assert_eq!(tx.id().expect("id"), tx.clone().id().expect("id"));
 }

@@ -101,8 +101,22 @@ fn rejected(rejection: JsonRejection) -> Failure {
         description = "A Plexus node: submit and follow jobs, see peers, offers and this node's provider state."
     ),
     paths(
-        list_jobs, submit_job, job_status, cancel_job, job_tasks, task_tile, job_result,
-        job_events, peers, info, metrics
+        list_jobs,
+        submit_job,
+        job_status,
+        cancel_job,
+        job_tasks,
+        task_tile,
+        job_result,
+        job_events,
+        peers,
+        info,
+        ledger_own,
+        ledger_account,
+        ledger_escrow,
+        ledger_blocks,
+        ledger_tx,
+        metrics
     ),
     components(schemas(
         ErrorBody,
@@ -151,6 +165,11 @@ pub fn router(node: NodeHandle, token: Option<String>) -> Router {
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/peers", get(peers))
         .route("/api/node", get(info))
+        .route("/api/ledger", get(ledger_own))
+        .route("/api/ledger/accounts/{account}", get(ledger_account))
+        .route("/api/ledger/escrows/{job}", get(ledger_escrow))
+        .route("/api/ledger/blocks", get(ledger_blocks))
+        .route("/api/ledger/txs/{id}", get(ledger_tx))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             Failure(
@@ -471,6 +490,83 @@ async fn peers(State(s): State<AppState>) -> Result<Response, Failure> {
 #[utoipa::path(get, path = "/api/node", responses((status = 200, body = NodeInfoDoc)))]
 async fn info(State(s): State<AppState>) -> Result<Response, Failure> {
     Ok(Json(s.node.info().await?).into_response())
+}
+
+fn ledger_of(s: &AppState) -> Result<&node::pay::Pay, Failure> {
+    s.node.ledger().ok_or_else(|| {
+        Failure(
+            StatusCode::NOT_FOUND,
+            "this node runs no ledger (start it with --ledger)".into(),
+        )
+    })
+}
+
+/// This node's ledger account: balance, stake, nonce, at the last block.
+#[utoipa::path(get, path = "/api/ledger",
+    responses((status = 200, description = "account, height, balance, stake, unbonding, nonce"),
+        (status = 404, body = ErrorBody, description = "the node runs no ledger")))]
+async fn ledger_own(State(s): State<AppState>) -> Result<Response, Failure> {
+    let pay = ledger_of(&s)?;
+    Ok(Json(pay.account_view(pay.account).await?).into_response())
+}
+
+/// An account (64 hex digits, or an ed25519 peer id) on this node's ledger.
+#[utoipa::path(get, path = "/api/ledger/accounts/{account}",
+    params(("account" = String, Path, description = "64 hex digits, or a peer id")),
+    responses((status = 200, description = "account, height, balance, stake, unbonding, nonce"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn ledger_account(
+    State(s): State<AppState>,
+    Path(account): Path<String>,
+) -> Result<Response, Failure> {
+    let pay = ledger_of(&s)?;
+    let id = node::pay::parse_account(&account)?;
+    Ok(Json(pay.account_view(id).await?).into_response())
+}
+
+/// A job's escrow: locked, left, what each provider was paid, refunded.
+#[utoipa::path(get, path = "/api/ledger/escrows/{job}",
+    params(("job" = String, Path, description = "the job's id")),
+    responses((status = 200, description = "the escrow and its earnings by provider"),
+        (status = 404, body = ErrorBody)))]
+async fn ledger_escrow(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Response, Failure> {
+    Ok(Json(ledger_of(&s)?.escrow_view(&job).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct BlocksQuery {
+    from: Option<u64>,
+    count: Option<usize>,
+}
+
+/// Blocks from a height (default 1), at most 100 (BLOCKS_PER_QUERY_MAX).
+#[utoipa::path(get, path = "/api/ledger/blocks",
+    params(("from" = Option<u64>, Query, description = "the first height"),
+        ("count" = Option<usize>, Query, description = "how many, at most 100")),
+    responses((status = 200, description = "blocks with their transactions and receipts"),
+        (status = 404, body = ErrorBody)))]
+async fn ledger_blocks(
+    State(s): State<AppState>,
+    q: Result<Query<BlocksQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(q) = q.map_err(|e| Failure(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let pay = ledger_of(&s)?;
+    let blocks = pay
+        .blocks_view(q.from.unwrap_or(1), q.count.unwrap_or(20))
+        .await?;
+    Ok(Json(blocks).into_response())
+}
+
+/// Where a transaction went (its block and index) and what it did.
+#[utoipa::path(get, path = "/api/ledger/txs/{id}",
+    params(("id" = String, Path, description = "the transaction's id, 64 hex digits")),
+    responses((status = 200, description = "height, index, receipt"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn ledger_tx(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, Failure> {
+    Ok(Json(ledger_of(&s)?.tx_view(&id).await?).into_response())
 }
 
 /// Metrics in Prometheus text format.

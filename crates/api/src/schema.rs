@@ -113,6 +113,12 @@ pub struct JobStatusDoc {
     retries: u64,
     /// Fuel of the accepted result of each task, summed: the job's work.
     fuel: u64,
+    /// The most the job may cost, in credits (`requirements.budget`).
+    budget: Option<u64>,
+    /// Credits it has committed: the worst case of every execution out
+    /// plus the cost of every result come back, so at least what it will
+    /// pay (an ended job: its accepted results at its highest price).
+    committed: u64,
     providers: Vec<ProviderShareDoc>,
     verification: VerificationStatusDoc,
     result: Option<String>,
@@ -231,6 +237,8 @@ mod tests {
             tasks_in_flight: 0,
             retries: 0,
             fuel: 0,
+            budget: Some(10),
+            committed: 0,
             providers: vec![share.clone()],
             verification: verification.clone(),
             result: None,

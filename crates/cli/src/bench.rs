@@ -161,7 +161,7 @@ fn run(
     }
     // B1 and B2 on one provider with 2 slots, as the peers run 2 workers.
     if wanted("B1") || wanted("B2") {
-        let (requester, _provider) = network(processes, root.path(), "b1", 2)?;
+        let (requester, _provider) = network(processes, root.path(), "b1", 2, true)?;
         let client = Client::new(&requester.api);
         if wanted("B1") {
             rows.extend(dispatch(a, root.path(), sizes, &client, ray, dask)?);
@@ -192,7 +192,7 @@ fn cold_start(root: &Path, processes: &Processes) -> anyhow::Result<Vec<Row>> {
     // same code with a custom section of its own: a hash, a transfer and a
     // compile the provider has never done.
     eprintln!("B4: cold start");
-    let (requester, _provider) = network(processes, root, "cold", 1)?;
+    let (requester, _provider) = network(processes, root, "cold", 1, false)?;
     let client = Client::new(&requester.api);
     let module = root.join("mandelbrot-b4.wasm");
     std::fs::write(&module, never_seen_module("mandelbrot")?)
@@ -245,21 +245,67 @@ fn dispatch(
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     eprintln!("B1: {} noop tasks", sizes.noop_tasks);
-    let noop = job_file(
+    // A fuel limit small enough that a budget of two credits a task covers
+    // every execution at its worst (10⁷ fuel at 100 credits per Gfuel is
+    // one credit).
+    let base = format!(
+        "name = \"noop\"\nmodule = \"builtin:noop\"\n[tasks]\ni = {{ start = 0, end = {} }}\n[limits]\nfuel = 10_000_000\n",
+        sizes.noop_tasks
+    );
+    let noop = job_file(root, "noop.toml", &base)?;
+    // The same job paid for on the requester's ledger: its budget locked at
+    // submission, a claim per accepted result and the refund after its end.
+    let paid = job_file(
         root,
-        "noop.toml",
+        "noop-paid.toml",
         &format!(
-            "name = \"noop\"\nmodule = \"builtin:noop\"\n[tasks]\ni = {{ start = 0, end = {} }}\n",
-            sizes.noop_tasks
+            "{base}[requirements]\nprice_per_gfuel_max = 100\nbudget = {}\n",
+            2 * sizes.noop_tasks
         ),
     )?;
     let _ = submit_and_wait(client, &noop)?; // warm: module cached, records built
-    // The median of `reps` runs, as the peers' scripts report theirs (REPS).
+    // The median of `reps` runs, as the peers' scripts report theirs (REPS),
+    // pay off and on in turn, so both meet the machine alike.
     let mut walls = Vec::with_capacity(sizes.reps);
+    let mut walls_paid = Vec::with_capacity(sizes.reps);
+    let mut walls_settled = Vec::with_capacity(sizes.reps);
     for _ in 0..sizes.reps {
         walls.push(submit_and_wait(client, &noop)?.0);
+        let (paid, settled) = paid_and_settled(client, &paid)?;
+        walls_paid.push(paid);
+        walls_settled.push(settled);
     }
     let wall = median(walls);
+    let wall_paid = median(walls_paid);
+    let wall_settled = median(walls_settled);
+    rows.push(row_against(
+        "B1",
+        &format!(
+            "{} noop tasks paid on the ledger, to the job's end (escrow locked first)",
+            sizes.noop_tasks
+        ),
+        "tasks/s",
+        sizes.noop_tasks as f64 / wall_paid.as_secs_f64(),
+        Some(sizes.noop_tasks as f64 / wall.as_secs_f64()),
+        "pay off",
+        "≥ 0.9× pay off",
+        Some(wall.as_secs_f64() / wall_paid.as_secs_f64()),
+        |ratio| ratio >= 0.9,
+    ));
+    rows.push(row_against(
+        "B1",
+        &format!(
+            "{} noop tasks paid on the ledger, until settled (a claim each, refund)",
+            sizes.noop_tasks
+        ),
+        "tasks/s",
+        sizes.noop_tasks as f64 / wall_settled.as_secs_f64(),
+        Some(sizes.noop_tasks as f64 / wall.as_secs_f64()),
+        "pay off",
+        "reported",
+        Some(wall.as_secs_f64() / wall_settled.as_secs_f64()),
+        |_| true,
+    ));
     let tasks_per_s = sizes.noop_tasks as f64 / wall.as_secs_f64();
     let ray_tput = ray.and_then(|r| r["noop_tasks_per_s_median"].as_f64());
     rows.push(row_against(
@@ -455,8 +501,20 @@ fn network(
     root: &Path,
     name: &str,
     slots: u32,
+    ledger: bool,
 ) -> anyhow::Result<(StartedNode, StartedNode)> {
-    let requester = start_node(processes, &root.join(format!("{name}-requester")), &[])?;
+    // With a ledger, funds for every paid run (each locks its budget until
+    // its refund).
+    let with_ledger: &[&str] = if ledger {
+        &["--ledger", "--mint", "1000000000000"]
+    } else {
+        &[]
+    };
+    let requester = start_node(
+        processes,
+        &root.join(format!("{name}-requester")),
+        with_ledger,
+    )?;
     let slots = slots.to_string();
     let provider = start_node(
         processes,
@@ -522,6 +580,27 @@ fn job_file(root: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
 /// the answer.
 fn submit_and_wait(client: &Client, job: &Path) -> anyhow::Result<(Duration, JobStatus)> {
     submit_prepared(client, &crate::job::prepare(job)?)
+}
+
+/// A paid job's time from its submission to its end, and until its escrow
+/// is released (every claim paid and the rest refunded): what pay costs in
+/// all; and no settling is left to slow the run after it.
+fn paid_and_settled(client: &Client, job: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let (wall, status) = submit_and_wait(client, job)?;
+    loop {
+        let e: node::pay::EscrowView = client.get(&format!("/api/ledger/escrows/{}", status.id))?;
+        if e.released {
+            return Ok((wall, started.elapsed()));
+        }
+        if started.elapsed() > JOB_TIMEOUT {
+            bail!(
+                "job {}'s escrow not settled after {JOB_TIMEOUT:?}",
+                status.id
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// [`submit_and_wait`] for a job file read beforehand: what a client that

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 const DEMO_JOB: &str = include_str!("../../../examples/render.toml");
 const DEMO_SCENE: &str = include_str!("../../../examples/scenes/demo.gltf");
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Credits the demo's ledger gives the requester at genesis.
+const DEMO_MINT: u64 = 10_000_000;
+/// How long the demo waits for the job's claims and refund to be on the
+/// ledger after the job ends (a few blocks of 200 ms).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 #[command(
@@ -95,7 +100,13 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
 
     let provider_count = a.providers as usize;
     eprintln!("starting a requester and {provider_count} providers on loopback");
-    let requester = start_node(processes, &root.path().join("requester"), &[])?;
+    // The requester runs the ledger (one embedded validator) and pays from
+    // what its genesis gives it.
+    let requester = start_node(
+        processes,
+        &root.path().join("requester"),
+        &["--ledger", "--mint", &DEMO_MINT.to_string()],
+    )?;
     let bootstrap = requester.tcp_addr.clone();
     let mut providers = Vec::new();
     for i in 0..provider_count {
@@ -163,6 +174,7 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
         );
     }
     job::print_verification(&status.verification);
+    print_pay(&client, &id, &providers)?;
     println!();
     println!("To start a real network across machines:");
     println!("  on one machine:  plexus node --listen /ip4/0.0.0.0/tcp/4001");
@@ -183,6 +195,63 @@ fn run(a: &DemoArgs, processes: &Processes) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// What each provider earned for the job and what the requester paid, from
+/// the ledger once the job's escrow is released; the two must add up.
+fn print_pay(client: &Client, job: &str, providers: &[StartedNode]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let escrow = loop {
+        let e: node::pay::EscrowView = client.get(&format!("/api/ledger/escrows/{job}"))?;
+        if e.released {
+            break e;
+        }
+        if started.elapsed() > SETTLE_TIMEOUT {
+            bail!(
+                "the job's escrow was not settled within {} s: {} claims paid so far",
+                SETTLE_TIMEOUT.as_secs(),
+                e.claims
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let requester: node::pay::AccountView = client.get("/api/ledger")?;
+    println!(
+        "paid      on the ledger (block {}), {} claims at {} credits per Gfuel:",
+        requester.height, escrow.claims, escrow.price_per_gfuel
+    );
+    let mut earned_total = 0;
+    for (i, p) in providers.iter().enumerate() {
+        let account: node::pay::AccountView =
+            client.get(&format!("/api/ledger/accounts/{}", p.peer_id))?;
+        let earned = escrow
+            .earned
+            .iter()
+            .find(|(a, _)| *a == account.account)
+            .map_or(0, |(_, c)| *c);
+        earned_total += earned;
+        println!(
+            "  provider {i} (…{}): earned {earned:>7} credits, balance {}",
+            job::short(&p.peer_id),
+            account.balance
+        );
+    }
+    let paid = DEMO_MINT - requester.balance;
+    println!(
+        "  requester: paid {paid} credits ({} locked, {} refunded), balance {}",
+        escrow.locked, escrow.refunded, requester.balance
+    );
+    if earned_total != paid || escrow.paid != paid || escrow.paid + escrow.refunded != escrow.locked
+    {
+        bail!(
+            "the books do not add up: providers earned {earned_total}, the requester paid {paid}, \
+             the escrow paid {} and refunded {} of {}",
+            escrow.paid,
+            escrow.refunded,
+            escrow.locked
+        );
+    }
+    Ok(())
 }
 
 pub(crate) struct StartedNode {

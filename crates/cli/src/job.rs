@@ -267,6 +267,12 @@ pub fn print_status(s: &JobStatus, json: bool) -> anyhow::Result<()> {
         println!("waiting   no match: {why}");
     }
     println!("fuel      {}", s.fuel);
+    if let Some(budget) = s.budget {
+        println!(
+            "budget    {} of {budget} credits committed (what is out at its worst, and every result come back)",
+            s.committed
+        );
+    }
     println!("time      {:.1} s", s.elapsed_s);
     for p in &s.providers {
         println!(

@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod exec;
 mod job;
+mod ledger;
 mod local;
 mod node;
 mod peers;
@@ -40,6 +41,8 @@ enum Command {
     Node(node::NodeArgs),
     Job(job::JobArgs),
     Peers(peers::PeersArgs),
+    Balance(ledger::BalanceArgs),
+    Ledger(ledger::LedgerArgs),
 }
 
 /// Exit codes: 0 success, 1 the task or job failed, 2 bad input or setup.
@@ -62,6 +65,8 @@ fn main() -> ExitCode {
         Command::Node(args) => node::node(args, &data_dir),
         Command::Job(args) => job::job(args),
         Command::Peers(args) => peers::peers(args),
+        Command::Balance(args) => ledger::balance(args),
+        Command::Ledger(args) => ledger::ledger(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
     };

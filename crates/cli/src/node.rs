@@ -40,6 +40,20 @@ pub struct NodeArgs {
     /// send the token in DATA_DIR/api.token (`PLEXUS_API_TOKEN` for the CLI)
     #[arg(long, default_value = "127.0.0.1:7700")]
     api: SocketAddr,
+    /// Run the ledger here (one embedded validator, DATA_DIR/chain.db) and
+    /// pay for jobs that set `requirements.budget`: the budget is locked in
+    /// escrow at submission, each accepted result paid when the job ends
+    #[arg(long)]
+    ledger: bool,
+    /// Credits the ledger's genesis gives this node's account (with
+    /// --ledger; a local network's faucet, fixed when the chain is made)
+    #[arg(
+        long,
+        value_name = "CREDITS",
+        default_value_t = 1_000_000,
+        requires = "ledger"
+    )]
+    mint: u64,
     /// Do not discover peers on the LAN by mDNS
     #[arg(long)]
     no_mdns: bool,
@@ -114,6 +128,9 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
             strategy,
         }),
         in_memory_database: false,
+        pay: a.ledger.then_some(node::pay::PayConfig {
+            mint: types::Credits(a.mint),
+        }),
     };
     if !(1..=ASYNC_THREADS_MAX).contains(&a.async_threads) {
         anyhow::bail!(
@@ -140,6 +157,9 @@ pub fn node(a: NodeArgs, data_dir: &Path) -> anyhow::Result<u8> {
                 "token     clients off this machine send `Authorization: Bearer` with {}",
                 data_dir.join("api.token").display()
             );
+        }
+        if let Some(pay) = started.handle.ledger() {
+            println!("account   {}", node::pay::hex(&pay.account.0));
         }
         if a.provide {
             println!("providing: this node sells its time; Ctrl-C stops it");

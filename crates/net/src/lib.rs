@@ -38,3 +38,29 @@ pub enum NetError {
     #[error("encode: {0}")]
     Encode(String),
 }
+
+/// The ed25519 public key an ed25519 peer id carries (such ids hold the
+/// key itself, not its hash); None for other kinds of key.
+pub fn ed25519_public_key(peer: &PeerId) -> Option<[u8; 32]> {
+    let mh = peer.as_ref();
+    // The identity multihash (code 0) of the protobuf-encoded key.
+    if mh.code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    Some(key.try_into_ed25519().ok()?.to_bytes())
+}
+
+#[cfg(test)]
+mod key_tests {
+    #[test]
+    fn an_ed25519_peer_id_gives_back_its_public_key() {
+        let key = crate::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let ed = key.try_into_ed25519().expect("ed25519");
+        assert_eq!(
+            crate::ed25519_public_key(&peer),
+            Some(ed.public().to_bytes())
+        );
+    }
+}

@@ -32,6 +32,7 @@ async fn start(
             ..node::ProviderConfig::default()
         }),
         in_memory_database: in_memory,
+        pay: None,
     })
     .await
     .expect("the node starts")

@@ -8,6 +8,7 @@
 
 pub mod blobs;
 mod metrics;
+pub mod pay;
 mod provider;
 mod requester;
 
@@ -69,6 +70,9 @@ pub struct NodeConfig {
     /// Keep the database in memory: nothing survives a restart. Only for
     /// measuring what durability costs.
     pub in_memory_database: bool,
+    /// Run the ledger (the solo chain, in `DATA_DIR/chain.db`) and pay
+    /// for jobs with a budget from this node's account.
+    pub pay: Option<pay::PayConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -109,6 +113,8 @@ enum ApiRequest {
     WaitEnd(String, oneshot::Sender<Result<JobStatus, NodeError>>),
 }
 
+type SubmitReply = oneshot::Sender<Result<String, NodeError>>;
+
 impl ApiRequest {
     fn changes_jobs(&self) -> bool {
         matches!(self, ApiRequest::Submit(..) | ApiRequest::Cancel(..))
@@ -119,6 +125,8 @@ impl ApiRequest {
 #[derive(Clone)]
 pub struct NodeHandle {
     requests: mpsc::Sender<ApiRequest>,
+    /// The ledger, when the node runs one.
+    pay: Option<pay::Pay>,
     metrics: Arc<Metrics>,
     /// Ticks on every change a job's status could show (see [`NodeHandle::changes`]).
     changes: tokio::sync::watch::Receiver<u64>,
@@ -136,6 +144,11 @@ impl NodeHandle {
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
+    /// The node's ledger and its account, when it runs one.
+    pub fn ledger(&self) -> Option<&pay::Pay> {
+        self.pay.as_ref()
+    }
+
     pub async fn submit(&self, job: JobSubmission) -> Result<String, NodeError> {
         self.ask(|tx| ApiRequest::Submit(job, tx)).await?
     }
@@ -190,6 +203,8 @@ pub(crate) enum Internal {
     ProviderFetched(types::RequestId, Result<(), String>),
     /// A provider's request (one slot) is answered: what its tasks ran.
     ProviderDone(types::RequestId, Vec<::provider::Ran>),
+    /// A submission's budget is locked in escrow (or could not be).
+    Locked(Box<requester::Prepared>, Result<(), NodeError>, SubmitReply),
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
@@ -313,12 +328,35 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         metrics.clone(),
         corrupt,
     ));
+    let pay = match &config.pay {
+        Some(p) => {
+            let key = pay::signing_key(&keypair)?;
+            let account = ledger::AccountId::of(&key);
+            let genesis = chain::Genesis {
+                chain_id: pay::CHAIN_ID.into(),
+                allocations: vec![(account, p.mint)],
+                validators: vec![account],
+            };
+            let path = config.data_dir.join("chain.db");
+            let validator = key.clone();
+            let solo =
+                tokio::task::spawn_blocking(move || chain::Solo::open(&path, genesis, validator))
+                    .await
+                    .map_err(|e| NodeError::Job(format!("the ledger's setup panicked: {e}")))?
+                    .map_err(|e| NodeError::Job(format!("the ledger: {e}")))?;
+            let chain =
+                chain::spawn_solo(solo).map_err(|e| NodeError::Job(format!("the ledger: {e}")))?;
+            Some(pay::Pay::spawn(chain, key))
+        }
+        None => None,
+    };
     let (api_tx, api_rx) = mpsc::channel(API_QUEUE_MAX);
     let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE_MAX);
     let (changes_tx, changes_rx) = tokio::sync::watch::channel(0u64);
-    let node = Node {
+    let mut node = Node {
         net: net.clone(),
         listen: listen.clone(),
+        pay: pay.clone(),
         requester: Requester::new(
             config.data_dir.clone(),
             db,
@@ -335,10 +373,14 @@ pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
         changes: changes_tx,
         job_waiters: Vec::new(),
     };
+    if let Some(pay) = &pay {
+        node.requester.set_pay(pay.clone());
+    }
     tokio::spawn(node.run(events, api_rx, internal_rx));
     Ok(StartedNode {
         handle: NodeHandle {
             requests: api_tx,
+            pay,
             metrics,
             changes: changes_rx,
         },
@@ -361,6 +403,7 @@ struct PeerState {
 struct Node {
     net: NetHandle,
     listen: Vec<Multiaddr>,
+    pay: Option<pay::Pay>,
     requester: Requester,
     provider: Option<provider::Provider>,
     blobs: Arc<store::BlobStore>,
@@ -503,7 +546,27 @@ impl Node {
     fn on_api(&mut self, request: ApiRequest) {
         match request {
             ApiRequest::Submit(job, reply) => {
-                let _ = reply.send(self.requester.submit(job));
+                let prepared = match self.requester.prepare(job) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
+                if let (Some(pay), Some((amount, price))) = (&self.pay, prepared.escrow()) {
+                    // Nothing of it is recorded or sent until its budget
+                    // is locked; the chain answers within a block.
+                    let (pay, internal) = (pay.clone(), self.internal.clone());
+                    tokio::spawn(async move {
+                        let id = prepared.id().clone();
+                        let locked = pay.lock(id, amount, price).await;
+                        let _ = internal
+                            .send(Internal::Locked(Box::new(prepared), locked, reply))
+                            .await;
+                    });
+                    return;
+                }
+                let _ = reply.send(self.requester.start(prepared));
                 // After the reply: tokio runs the task woken (or spawned)
                 // last first, so the first tasks go out before the API's
                 // handler takes its turn.
@@ -578,6 +641,21 @@ impl Node {
     fn on_internal(&mut self, done: Internal) {
         match done {
             Internal::Requester(c) => self.requester.on_completion(c),
+            Internal::Locked(prepared, locked, reply) => {
+                let id = prepared.id().clone();
+                let escrow = prepared.escrow();
+                let started = locked.and_then(|()| {
+                    let started = self.requester.start(*prepared);
+                    // Locked for a job that never started: given back.
+                    if let (Err(_), Some(pay), Some((_, price))) = (&started, &self.pay, escrow)
+                        && let Err(e) = pay.settle(id.clone(), price, Vec::new())
+                    {
+                        tracing::error!(target: "plexus::pay", job = %id, "{e}");
+                    }
+                    started
+                });
+                let _ = reply.send(started);
+            }
             Internal::ProviderFetched(request, result) => {
                 if let Some(p) = &mut self.provider {
                     p.on_fetched(request, result, &self.net, &self.internal);

@@ -53,6 +53,28 @@ const ASSUMED_CHEATER_SHARE: f64 = 0.2;
 /// node flushes after every event); past it, a bug, named as one.
 const OUTBOX_MAX: usize = 65_536;
 
+/// A submission ready to start ([`Requester::prepare`]).
+pub struct Prepared {
+    id: JobId,
+    shell: JobShell,
+    spec: JobSpec,
+    record: store::JobRecord,
+    tasks: u64,
+}
+
+impl Prepared {
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// What its escrow must lock, when it has a budget: the budget, at its
+    /// highest price per Gfuel.
+    pub fn escrow(&self) -> Option<(types::Credits, u64)> {
+        let r = &self.shell.job.requirements;
+        Some((r.budget?, r.price_per_gfuel_max?))
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobSubmission {
     /// The job file's name, for error messages.
@@ -129,6 +151,12 @@ pub struct JobStatus {
     pub retries: u64,
     /// Fuel of the accepted result of each task, summed: the job's work.
     pub fuel: u64,
+    /// The most the job may cost, in credits (`requirements.budget`).
+    pub budget: Option<u64>,
+    /// Credits it has committed: the worst case of every execution out
+    /// plus the cost of every result come back, so at least what it will
+    /// pay (an ended job: its accepted results at its highest price).
+    pub committed: u64,
     pub providers: Vec<ProviderShare>,
     pub verification: VerificationStatus,
     pub result: Option<String>,
@@ -249,6 +277,8 @@ pub(crate) struct Requester {
     unstarted: HashMap<JobId, store::JobRecord>,
     /// The last commit's error, for a submission that could not be recorded.
     unrecorded: Option<String>,
+    /// The ledger, when the node pays for its jobs.
+    pay: Option<crate::pay::Pay>,
 }
 
 impl Requester {
@@ -295,9 +325,72 @@ impl Requester {
             exclusions_logged: HashSet::new(),
             unstarted: HashMap::new(),
             unrecorded: None,
+            pay: None,
         };
         requester.resume()?;
         Ok(requester)
+    }
+
+    /// Pays from now on, and settles every ended job whose escrow is still
+    /// open (the node stopped before it was settled; settling again pays
+    /// nothing twice).
+    pub fn set_pay(&mut self, pay: crate::pay::Pay) {
+        self.pay = Some(pay);
+        let ended: Vec<JobId> = self
+            .order
+            .iter()
+            .filter(|id| self.status(&id.0).is_some_and(|s| s.state.has_ended()))
+            .cloned()
+            .collect();
+        for id in ended {
+            self.settle(&id);
+        }
+    }
+
+    /// Hands an ended job with a budget to the pay actor: one claim per
+    /// provider per accepted result, as the database holds them, then the
+    /// release of what is left.
+    fn settle(&self, id: &JobId) {
+        let Some(pay) = &self.pay else {
+            return;
+        };
+        let Some(shell) = self.jobs.get(id) else {
+            return;
+        };
+        let r = &shell.job.requirements;
+        let (Some(_), Some(price)) = (r.budget, r.price_per_gfuel_max) else {
+            return;
+        };
+        let settled = match self.db.settled_tasks(&id.0) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(target: "plexus::pay", job = %id, "cannot read the settled tasks to pay: {e}");
+                return;
+            }
+        };
+        let mut claims = Vec::new();
+        for t in &settled {
+            for (peer, fuel) in &t.payees {
+                match peer
+                    .parse::<PeerId>()
+                    .ok()
+                    .as_ref()
+                    .and_then(crate::pay::account_of_peer)
+                {
+                    Some(provider) => claims.push(crate::pay::ClaimOf {
+                        task: t.task,
+                        provider,
+                        fuel: *fuel,
+                    }),
+                    None => {
+                        tracing::warn!(target: "plexus::pay", job = %id, task = t.task, "provider {peer} has no ed25519 key to be paid at")
+                    }
+                }
+            }
+        }
+        if let Err(e) = pay.settle(id.clone(), price, claims) {
+            tracing::error!(target: "plexus::pay", job = %id, "{e}");
+        }
     }
 
     /// Takes up every job that was running when the node stopped, from its
@@ -444,6 +537,12 @@ impl Requester {
             tasks_in_flight: 0,
             retries: self.recorded_retries(&r.id)?,
             fuel: settled.iter().map(|t| t.fuel).sum(),
+            budget: job.requirements.budget.map(|b| b.0),
+            committed: {
+                let price = u128::from(job.requirements.price_per_gfuel_max.unwrap_or(0));
+                let nano: u128 = shares.values().map(|s| u128::from(s.fuel) * price).sum();
+                u64::try_from(nano.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
+            },
             providers: shares.into_values().collect(),
             verification: VerificationStatus {
                 enabled: v.enabled,
@@ -516,7 +615,10 @@ impl Requester {
         Ok(())
     }
 
-    pub fn submit(&mut self, s: JobSubmission) -> Result<String, NodeError> {
+    /// A submission checked, its module and inputs stored and its id
+    /// chosen, with nothing of it recorded or sent yet: the node locks its
+    /// budget in escrow between this and [`Requester::start`].
+    pub fn prepare(&mut self, s: JobSubmission) -> Result<Prepared, NodeError> {
         self.make_room()?;
         let job =
             Job::parse(&s.job_file, &s.job_toml).map_err(|e| NodeError::Job(e.to_string()))?;
@@ -573,23 +675,40 @@ impl Requester {
         );
         let spec =
             spec_of(&id, &shell).map_err(|e| NodeError::Job(format!("{}: {e}", s.job_file)))?;
+        let record = store::JobRecord {
+            id: id.0.clone(),
+            name: shell.job.name.clone(),
+            job_toml: s.job_toml.clone(),
+            base_dir: s.base_dir.clone(),
+            tasks: n,
+            module,
+            program,
+            inputs,
+            submitted_at_ms: now_ms(),
+            end: None,
+        };
+        Ok(Prepared {
+            id,
+            shell,
+            spec,
+            record,
+            tasks: n,
+        })
+    }
+
+    /// Starts a prepared job: recorded and its first tasks sent, in one
+    /// step of the core.
+    pub fn start(&mut self, p: Prepared) -> Result<String, NodeError> {
+        let Prepared {
+            id,
+            shell,
+            spec,
+            record,
+            tasks: n,
+        } = p;
         // Written by the core's `JobStarted`, in the commit of the step
         // that sends its first tasks, before the submission is acknowledged.
-        self.unstarted.insert(
-            id.clone(),
-            store::JobRecord {
-                id: id.0.clone(),
-                name: shell.job.name.clone(),
-                job_toml: s.job_toml.clone(),
-                base_dir: s.base_dir.clone(),
-                tasks: n,
-                module,
-                program,
-                inputs,
-                submitted_at_ms: now_ms(),
-                end: None,
-            },
-        );
+        self.unstarted.insert(id.clone(), record);
         let name = shell.job.name.clone();
         self.hold(id.clone(), shell);
         self.step(Input::Submit {
@@ -840,6 +959,8 @@ impl Requester {
                     _ => {}
                 },
                 Write::JobEnded { job, phase, error } => {
+                    // Its end is on disk: its settled tasks are final.
+                    self.settle(job);
                     self.kept.retain(|(j, _), _| j != job);
                     self.exclusions_logged.retain(|(j, _)| j != job);
                     if let Some(shell) = self.jobs.get_mut(job) {
@@ -1535,6 +1656,8 @@ fn status_of(id: &JobId, shell: &JobShell, view: &scheduler::JobView<'_, PeerId>
         tasks_in_flight: view.in_flight(),
         retries: view.retries(),
         fuel: view.fuel(),
+        budget: shell.job.requirements.budget.map(|b| b.0),
+        committed: u64::try_from(view.committed_credits()).unwrap_or(u64::MAX),
         providers: view
             .shares()
             .map(|(p, s)| ProviderShare {

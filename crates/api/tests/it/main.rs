@@ -31,6 +31,10 @@ fn start_node(
             mdns: false,
             provider: provide.then(node::ProviderConfig::default),
             in_memory_database: false,
+            // The requester runs a ledger, so its routes answer for real.
+            pay: (!provide).then_some(node::pay::PayConfig {
+                mint: types::Credits(1_000),
+            }),
         }))
         .expect("the node starts")
 }
@@ -185,6 +189,11 @@ fn every_route_answers_and_bad_requests_get_a_json_4xx() {
         ("/api/jobs/{id}/events", "get"),
         ("/api/peers", "get"),
         ("/api/node", "get"),
+        ("/api/ledger", "get"),
+        ("/api/ledger/accounts/{account}", "get"),
+        ("/api/ledger/escrows/{job}", "get"),
+        ("/api/ledger/blocks", "get"),
+        ("/api/ledger/txs/{id}", "get"),
         ("/metrics", "get"),
     ] {
         let operation = &doc["paths"][path][method];
@@ -249,6 +258,41 @@ fn every_route_answers_and_bad_requests_get_a_json_4xx() {
     }
     let (s, t) = call("POST", &url("/api/jobs/nope/cancel"), None, None);
     assert_json_error(s, &t, 404, "nope");
+    // The ledger: the node's own account, and bad or unknown names of
+    // accounts, escrows and transactions.
+    let (s, t) = call("GET", &url("/api/ledger"), None, None);
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(json(&t)["balance"], 1_000, "the genesis's mint: {t}");
+    let (s, t) = call(
+        "GET",
+        &url(&format!("/api/ledger/accounts/{}", net.provider_peer)),
+        None,
+        None,
+    );
+    assert_eq!((s, json(&t)["balance"].as_u64()), (200, Some(0)), "{t}");
+    let (s, t) = call("GET", &url("/api/ledger/accounts/nope"), None, None);
+    assert_json_error(s, &t, 400, "neither a peer id nor 64 hex digits");
+    let (s, t) = call("GET", &url("/api/ledger/escrows/nope"), None, None);
+    assert_json_error(s, &t, 404, "no escrow");
+    let (s, t) = call("GET", &url("/api/ledger/txs/nope"), None, None);
+    assert_json_error(s, &t, 400, "64 hex digits");
+    let (s, t) = call(
+        "GET",
+        &url(&format!("/api/ledger/txs/{}", "0".repeat(64))),
+        None,
+        None,
+    );
+    assert_json_error(s, &t, 404, "transaction");
+    let (s, t) = call(
+        "GET",
+        &url("/api/ledger/blocks?from=1&count=1000"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{t}");
+    assert!(json(&t).as_array().is_some_and(|b| b.len() <= 100), "{t}");
+    let (s, t) = call("GET", &url("/api/ledger/blocks?from=x"), None, None);
+    assert_json_error(s, &t, 400, "from");
     let (s, t) = call("GET", &url("/api/no/such/route"), None, None);
     assert_json_error(s, &t, 404, "openapi");
 

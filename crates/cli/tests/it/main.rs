@@ -6,6 +6,7 @@ mod faults;
 mod hosts;
 mod market;
 mod network;
+mod pay;
 mod stragglers;
 mod verification;
 
@@ -158,7 +159,23 @@ fn the_demo_render_is_a_recognisable_picture_and_the_demo_network_renders_it_ide
             .and_then(|n| n.parse().ok())
             .expect("task count");
         assert!(tasks >= 1, "provider {i} ran at least one task: {line}");
+        // Paid on the ledger for it (the demo itself fails when what the
+        // providers earned and what the requester paid do not add up).
+        let earned: u64 = stdout
+            .lines()
+            .find_map(|l| {
+                let rest = l.trim_start().strip_prefix(&format!("provider {i} "))?;
+                rest.split("earned")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("what each provider earned");
+        assert!(earned >= 1, "provider {i} earned credits: {stdout}");
     }
+    assert!(stdout.contains("requester: paid"), "{stdout}");
     assert_eq!(demo_processes(), 0, "the demo leaves no process behind");
     let (w, h, std_dev, edge) = image_stats(&format!("{out}/render.png"));
     assert_eq!((w, h), (1280, 720));
